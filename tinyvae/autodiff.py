@@ -1,0 +1,247 @@
+"""The reverse-mode engine: ``Function``, its ``Context``, the backward walk, ``no_grad``, ``sum_to_shape``.
+
+Every differentiable op is a subclass of :class:`Function` with two static methods side by side::
+
+    class Exp(Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = xp.exp(x)
+            ctx.save(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved
+            return grad * y  # d exp(x)/dx = exp(x)
+
+``forward`` sees plain arrays and returns one array; ``backward`` receives dL/d(output) and returns one
+gradient per input of ``forward`` (``None`` where an input needs none). ``Exp.apply(tensor)`` runs the forward
+and, when gradients are wanted, records a node in the graph.
+
+The walk in :func:`backward` visits that graph in reverse topological order, found with an explicit stack
+(no recursion, so a chain 10,000 ops deep is fine). Gradients of intermediate nodes live in a dict that
+the walk empties as it goes; gradients of leaves *accumulate* into ``Tensor.grad`` (``+``, never ``=``), so
+``x * x`` gets ``2x`` and two backward passes add up until ``zero_grad``. Each node frees what its forward
+saved once its backward has run, so backpropagating twice through one graph is an error unless the first
+call passed ``retain_graph=True`` (then the second call adds its gradients again, as documented).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_grad_mode = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """True unless inside a :func:`no_grad` block (per thread)."""
+    return getattr(_grad_mode, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run a block without recording a graph: results have ``requires_grad=False`` and save nothing."""
+    previous = is_grad_enabled()
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+def sum_to_shape(grad, shape):
+    """Undo NumPy broadcasting: sum ``grad`` down to ``shape``.
+
+    If ``y = f(a)`` broadcast ``a`` of shape ``shape`` to ``grad.shape``, every copy of an element of ``a``
+    contributed to ``y``, so dL/da is the sum of dL/dy over the copies: sum the leading axes that
+    broadcasting added, then the axes where ``a`` had size 1.
+    """
+    shape = tuple(shape)
+    if grad.shape == shape:
+        return grad
+    added = grad.ndim - len(shape)
+    if added > 0:
+        grad = grad.sum(axis=tuple(range(added)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Context:
+    """What one application of a Function keeps for its backward.
+
+    ``ctx.save(*arrays)`` for arrays (freed after the backward runs); plain attributes for shapes and
+    settings (``ctx.axis = 1``). ``ctx.needs_input_grad[i]`` tells a backward whether input ``i`` wants a
+    gradient, so it can skip work.
+    """
+
+    __slots__ = ("function", "inputs", "needs_input_grad", "saved", "released", "__dict__")
+
+    def __init__(self, function, inputs):
+        self.function = function
+        self.inputs = inputs
+        self.needs_input_grad = tuple(getattr(t, "requires_grad", False) for t in inputs)
+        self.saved = ()
+        self.released = False
+
+    def save(self, *arrays):
+        self.saved = arrays
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__
+
+
+class Function:
+    """Base class of every differentiable op: subclasses define ``forward`` and ``backward``."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        """Run the forward on the inputs' arrays; record a graph node if any input requires a gradient.
+
+        Tensor inputs are unwrapped to their arrays; other arguments (axes, indices, settings) are passed
+        through unchanged. Keyword arguments are settings, never differentiable.
+        """
+        from tinyvae.tensor import Tensor
+
+        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        record = is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        ctx = Context(cls, inputs) if record else _NO_RECORD
+        out = Tensor._from_op(cls.forward(ctx, *arrays, **kwargs), ctx if record else None)
+        return out
+
+
+class _DiscardingContext:
+    """Stands in for a Context when no graph is recorded: saving is a no-op, so no memory is held."""
+
+    __slots__ = ()
+    needs_input_grad = ()
+
+    def save(self, *arrays):
+        pass
+
+    def __setattr__(self, name, value):
+        pass
+
+
+_NO_RECORD = _DiscardingContext()
+
+
+class GraphError(RuntimeError):
+    """A misuse of the graph: a second backward through freed nodes, or a gradient of the wrong shape."""
+
+
+def _topological_order(root_ctx):
+    """Nodes reachable from ``root_ctx``, each after every node that consumes its output (root last).
+
+    Iterative depth-first search: a node is emitted once all its parents have been emitted.
+    """
+    order, visited = [], set()
+    stack = [(root_ctx, False)]
+    while stack:
+        ctx, parents_done = stack.pop()
+        if parents_done:
+            order.append(ctx)
+            continue
+        if id(ctx) in visited:
+            continue
+        visited.add(id(ctx))
+        stack.append((ctx, True))
+        for parent in ctx.inputs:
+            parent_ctx = getattr(parent, "_ctx", None)
+            if parent_ctx is not None and id(parent_ctx) not in visited:
+                stack.append((parent_ctx, False))
+    return order
+
+
+def backward(root, grad=None, retain_graph=False):
+    """Backpropagate from tensor ``root``: accumulate dL/dleaf into every leaf's ``.grad``.
+
+    ``grad`` is dL/d(root); it defaults to 1 for a scalar root and is required otherwise.
+    """
+    xp = root.xp
+    if not root.requires_grad:
+        raise GraphError(
+            "backward: this tensor does not require grad (no input had requires_grad=True, "
+            "or it was computed under no_grad())"
+        )
+    if grad is None:
+        if root.size != 1:
+            raise GraphError(
+                f"backward: grad can be omitted only for a scalar output, but the output has shape "
+                f"{root.shape}; pass grad=an array of that shape (dL/d(output))"
+            )
+        grad = xp.ones(root.shape, dtype=root.dtype)
+    else:
+        grad = xp.array(grad, dtype=root.dtype)  # a copy: the seed may end up stored in a leaf's .grad
+        if grad.shape != root.shape:
+            raise GraphError(f"backward: grad has shape {grad.shape} but the output has shape {root.shape}")
+
+    if root._ctx is None:  # the root is itself a leaf
+        _accumulate_into_leaf(root, grad, handed_out=set())
+        return
+
+    order = _topological_order(root._ctx)
+    pending = {id(root._ctx): grad}  # dL/d(output of node), freed as soon as the node has run
+    handed_out = set()  # ids of arrays already stored in some leaf's .grad during this walk
+    for ctx in reversed(order):
+        grad_out = pending.pop(id(ctx), None)
+        if grad_out is None:  # no path from the root carries a gradient through this node
+            continue
+        if ctx.released:
+            raise GraphError(
+                f"backward: the graph through op '{ctx.name}' was already backpropagated and its saved "
+                "arrays freed; call backward(retain_graph=True) the first time to backpropagate twice"
+            )
+        input_grads = ctx.function.backward(ctx, grad_out)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if len(input_grads) != len(ctx.inputs):
+            raise GraphError(
+                f"backward of op '{ctx.name}' returned {len(input_grads)} gradients for "
+                f"{len(ctx.inputs)} inputs"
+            )
+        for position, (parent, parent_grad) in enumerate(zip(ctx.inputs, input_grads, strict=True)):
+            if parent_grad is None or not ctx.needs_input_grad[position]:
+                continue
+            if parent_grad.shape != parent.shape:
+                raise GraphError(
+                    f"backward of op '{ctx.name}': gradient for input {position} has shape "
+                    f"{parent_grad.shape} but that input has shape {parent.shape}"
+                )
+            if parent_grad.dtype != parent.dtype:  # dtype rule: a gradient has its input's dtype
+                parent_grad = parent_grad.astype(parent.dtype)
+            if parent._ctx is None:
+                _accumulate_into_leaf(parent, parent_grad, handed_out)
+            else:
+                key = id(parent._ctx)
+                earlier = pending.get(key)
+                pending[key] = parent_grad if earlier is None else earlier + parent_grad
+        if not retain_graph:
+            ctx.saved = ()
+            ctx.released = True
+
+
+def _accumulate_into_leaf(leaf, grad, handed_out):
+    """``leaf.grad += grad`` without ever aliasing: a leaf owns its ``.grad`` array outright.
+
+    A backward may pass one array to two inputs (``a + b``) or return a view; such arrays are copied
+    before a leaf keeps them, so an in-place update of one ``.grad`` cannot change another.
+    """
+    if leaf.grad is None:
+        if id(grad) in handed_out or grad.base is not None:  # shared, or a view (broadcast, reshape)
+            grad = grad.copy()
+        handed_out.add(id(grad))
+        leaf.grad = grad
+    else:
+        leaf.grad = leaf.grad + grad

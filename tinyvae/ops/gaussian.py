@@ -1,0 +1,108 @@
+"""The Gaussian pieces of the VAE objective: the reparameterised sample and the analytic KL.
+
+Variances are carried as log-variances ``logvar = log σ²``: any real number is a valid value, and
+σ = exp(logvar / 2) is positive by construction (Kingma & Welling 2014, Sec. 2.4 and Appendix B).
+"""
+
+from __future__ import annotations
+
+from tinyvae.autodiff import Function, sum_to_shape
+from tinyvae.backend import array_module
+from tinyvae.tensor import Tensor, as_operand
+
+
+def _shape_of(ctx, i):
+    return ctx.inputs[i].shape
+
+
+class Reparameterize(Function):
+    """z = μ + σ ε with σ = exp(logvar / 2): a sample of N(μ, σ²) written as a differentiable function
+    of (μ, logvar) and noise ε ~ N(0, I) drawn outside (Kingma & Welling 2014, eq. 10)."""
+
+    @staticmethod
+    def forward(ctx, mu, logvar, eps):
+        xp = array_module(mu, logvar, eps)
+        std = xp.exp(0.5 * logvar)
+        ctx.save(std, eps)
+        return mu + std * eps
+
+    @staticmethod
+    def backward(ctx, g):
+        """dz/dμ = 1;  dz/dlogvar = ε · dσ/dlogvar = ε σ / 2;  dz/dε = σ."""
+        std, eps = ctx.saved
+        grad_mu = sum_to_shape(g, _shape_of(ctx, 0)) if ctx.needs_input_grad[0] else None
+        grad_logvar = (
+            sum_to_shape(0.5 * g * std * eps, _shape_of(ctx, 1)) if ctx.needs_input_grad[1] else None
+        )
+        grad_eps = sum_to_shape(g * std, _shape_of(ctx, 2)) if ctx.needs_input_grad[2] else None
+        return grad_mu, grad_logvar, grad_eps
+
+
+def reparameterize(mu, logvar, eps):
+    """``mu + exp(logvar / 2) * eps``. The noise is an argument, so a test can hold it fixed; draw it with
+    ``rng.standard_normal(shape)``. Shapes broadcast (e.g. eps of shape (K, B, Z) for K samples)."""
+    return Reparameterize.apply(as_operand(mu), as_operand(logvar), as_operand(eps))
+
+
+class GaussianKL(Function):
+    """KL(N(μ, diag σ²) ‖ N(μ_p, diag σ_p²)), summed over the last axis:
+
+        KL = ½ Σ_j [ log σ_p² − log σ² + (σ² + (μ − μ_p)²) / σ_p² − 1 ]
+
+    With the standard-normal prior (μ_p = 0, σ_p = 1) this is ½ Σ (μ² + σ² − log σ² − 1)
+    (Kingma & Welling 2014, Appendix B).
+    """
+
+    @staticmethod
+    def forward(ctx, mu, logvar, mu_p, logvar_p):
+        xp = array_module(mu, logvar)
+        var = xp.exp(logvar)
+        if mu_p is None:  # N(0, I): the common case, with fewer passes over the data
+            diff, inv_var_p = mu, None
+            terms = mu * mu + var - logvar - 1
+        else:
+            diff = mu - mu_p
+            inv_var_p = xp.exp(-logvar_p)
+            terms = logvar_p - logvar + (var + diff * diff) * inv_var_p - 1
+        ctx.save(var, diff, inv_var_p)
+        return 0.5 * terms.sum(axis=-1)
+
+    @staticmethod
+    def backward(ctx, g):
+        """Per dimension j, with r = 1/σ_p² (r = 1 for the standard prior):
+        dKL/dμ = (μ − μ_p) r,   dKL/dlogvar = ½ (σ² r − 1),
+        dKL/dμ_p = −(μ − μ_p) r,   dKL/dlogvar_p = ½ (1 − (σ² + (μ − μ_p)²) r)."""
+        var, diff, inv_var_p = ctx.saved
+        g = g[..., None]  # the KL summed over the last axis: each dimension receives g
+        if inv_var_p is None:
+            scaled_diff, scaled_var = diff, var
+        else:
+            scaled_diff, scaled_var = diff * inv_var_p, var * inv_var_p
+        grads = [None, None, None, None]
+        if ctx.needs_input_grad[0]:
+            grads[0] = sum_to_shape(g * scaled_diff, _shape_of(ctx, 0))
+        if ctx.needs_input_grad[1]:
+            grads[1] = sum_to_shape(0.5 * g * (scaled_var - 1), _shape_of(ctx, 1))
+        if ctx.needs_input_grad[2]:
+            grads[2] = sum_to_shape(-g * scaled_diff, _shape_of(ctx, 2))
+        if ctx.needs_input_grad[3]:
+            grads[3] = sum_to_shape(0.5 * g * (1 - scaled_var - diff * scaled_diff), _shape_of(ctx, 3))
+        return tuple(grads)
+
+
+def gaussian_kl(mu, logvar, mu_p=None, logvar_p=None):
+    """KL divergence between diagonal Gaussians, summed over the last axis (the latent dimensions).
+
+    The prior defaults to N(0, I); give both ``mu_p`` and ``logvar_p`` for another one (as in a
+    hierarchical VAE, where the prior of one layer is computed from the layer above). Shapes broadcast.
+    """
+    if (mu_p is None) != (logvar_p is None):
+        raise ValueError("gaussian_kl: give both mu_p and logvar_p, or neither (for the N(0, I) prior)")
+    args = [as_operand(a) if a is not None else None for a in (mu, logvar, mu_p, logvar_p)]
+    for name, a in zip(("mu", "logvar", "mu_p", "logvar_p"), args, strict=True):
+        if isinstance(a, Tensor) and a.ndim == 0:
+            raise ValueError(
+                f"gaussian_kl: {name} is a scalar, but the KL sums over the last axis "
+                "(the latent dimensions); give it shape (..., Z)"
+            )
+    return GaussianKL.apply(*args)
