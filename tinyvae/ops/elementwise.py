@@ -273,12 +273,24 @@ def tanh(x):
     return Tanh.apply(x)
 
 
+def _stable_sigmoid(x):
+    """σ(x) with full relative precision for every x and no overflow: with e = e^-|x| ≤ 1,
+    σ(x) = 1 / (1 + e) for x ≥ 0 and σ(x) = e / (1 + e) for x < 0.
+
+    (The shortcut (1 + tanh(x/2)) / 2 also never overflows, but for x < 0 it subtracts two numbers near 1,
+    so σ(-20) has only 8 correct digits and σ(-40) = 4e-18 comes out as 0.)
+    """
+    xp = array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1, e) / (1 + e)
+
+
 class Sigmoid(Function):
-    """y = σ(x) = 1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2, which never overflows."""
+    """y = σ(x) = 1 / (1 + e^-x), computed by :func:`_stable_sigmoid`, which never overflows."""
 
     @staticmethod
     def forward(ctx, x):
-        y = 0.5 * array_module(x).tanh(0.5 * x) + 0.5
+        y = _stable_sigmoid(x)
         ctx.save(y)
         return y
 
@@ -306,7 +318,7 @@ class Softplus(Function):
     def backward(ctx, g):
         """dy/dx = e^x / (1 + e^x) = σ(x)."""
         (x,) = ctx.saved
-        return g * (0.5 * array_module(x).tanh(0.5 * x) + 0.5)
+        return g * _stable_sigmoid(x)
 
 
 def softplus(x):
