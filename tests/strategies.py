@@ -12,11 +12,43 @@ shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 nonscalar_shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
 
 
-def broadcastable_shapes(num_shapes=2, min_dims=0):
+def broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=4):
     """Tuples of shapes that broadcast together, e.g. ((3, 1), (4,)) -> (3, 4)."""
     return hnp.mutually_broadcastable_shapes(
-        num_shapes=num_shapes, min_dims=min_dims, max_dims=3, min_side=1, max_side=4
+        num_shapes=num_shapes, min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side
     ).map(lambda result: result.input_shapes)
+
+
+@st.composite
+def broadcast_pairs(draw, min_dims=0):
+    """(shape, target) with ``shape`` broadcastable *to* ``target``: each of its dims is the target's or 1,
+    and some leading dims of the target may be missing, e.g. ((4, 1), (2, 4, 3))."""
+    target = draw(hnp.array_shapes(min_dims=min_dims, max_dims=3, min_side=1, max_side=4))
+    kept = draw(st.integers(0, len(target)))
+    tail = target[len(target) - kept :]
+    shape = tuple(draw(st.sampled_from([n, 1])) for n in tail)
+    return shape, target
+
+
+def axes(ndim):
+    """An ``axis`` argument for a reduction over ``ndim`` dims: None, one axis (negative allowed) or a
+    tuple of distinct axes (possibly empty)."""
+    if ndim == 0:
+        return st.sampled_from([None, 0, -1, ()])
+    single = st.integers(-ndim, ndim - 1)
+    several = st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim).map(tuple)
+    return st.none() | single | several
+
+
+@st.composite
+def matmul_shapes(draw):
+    """Shapes (a, b) that ``a @ b`` accepts: matrices with broadcast batch dims, or 1-D vectors on
+    either side, e.g. ((2, 1, 3, 4), (5, 4, 2)), ((4,), (2, 4, 3)), ((3, 4), (4,))."""
+    m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    batch_a, batch_b = draw(broadcastable_shapes(max_dims=2, max_side=3))
+    shape_a = (k,) if draw(st.booleans()) else batch_a + (m, k)
+    shape_b = (k,) if draw(st.booleans()) else batch_b + (k, n)
+    return shape_a, shape_b
 
 
 def values(shape, low=-3.0, high=3.0):
@@ -43,6 +75,11 @@ def distinct(array, gap=1e-3):
     order = numpy.argsort(flat, kind="stable")
     flat[order] = flat[order] + gap * numpy.arange(flat.size)
     return flat.reshape(array.shape)
+
+
+def tensors(shape, low=-3.0, high=3.0, avoid=(), margin=0.0):
+    """Leaf tensors of ``shape`` with values in [low, high], kept ``margin`` away from each of ``avoid``."""
+    return values(shape, low, high).map(lambda array: leaf(away_from(array, avoid, margin)))
 
 
 def leaf(array):
