@@ -31,10 +31,12 @@ class MatMul(Function):
         # Give vectors their matrix form, so one pair of formulas covers every case.
         a2 = a[None, :] if a.ndim == 1 else a  # (1, K)
         b2 = b[:, None] if b.ndim == 1 else b  # (K, 1)
-        if a.ndim == 1:
-            g = g[..., None, :]
+        # Restore the dims NumPy removed from Y: B's column dim first, so that for a dot product
+        # (both 1-D, Y a scalar) g becomes (1,) and then (1, 1).
         if b.ndim == 1:
-            g = g[..., None]
+            g = g[..., None]  # (..., M, 1)
+        if a.ndim == 1:
+            g = g[..., None, :]  # (..., 1, N)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_a = sum_to_shape(g @ _swap_last_two(b2), a2.shape).reshape(a.shape)
