@@ -1,31 +1,167 @@
-"""Which array module holds tensor data: the ``xp`` idiom (as in chainer) without branches in the ops.
+"""Which backend runs the hot loops, and which array module holds tensor data.
 
-Op bodies are written once against the NumPy API and get their module from their inputs with
-:func:`array_module`, so the same body runs on NumPy arrays and, once the GPU backend lands, on CuPy
-arrays. New tensors built from Python data use :func:`default_array_module`.
+Three backends:
+
+* ``numpy``: plain NumPy everywhere; the reference every kernel is checked against.
+* ``numba``: NumPy arrays, with the kernels in ``tinyvae.kernels`` compiled by numba for the CPU.
+* ``cupy``: CuPy arrays on a GPU, with CuPy kernels; tensor data stays on the GPU for the whole step.
+
+The choice is made once, lazily (importing tinyvae imports neither numba nor CuPy and compiles nothing),
+from ``TINYVAE_BACKEND=auto|numpy|numba|cupy`` (default ``auto``: CuPy when it imports and sees a GPU,
+else numba when it imports, else NumPy), and can be changed with :func:`use`. :func:`info` says which
+backend runs and why.
+
+Op bodies never branch on the backend: they are written once against the NumPy API and get their
+module from their inputs with :func:`array_module` (the ``xp`` idiom, as in chainer). Only the kernel
+registry (``tinyvae.kernels``) looks at :func:`current`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+import threading
+
 import numpy
+
+BACKENDS = ("numpy", "numba", "cupy")
+ENVIRONMENT_VARIABLE = "TINYVAE_BACKEND"
+
+_lock = threading.Lock()
+_selected = {}  # {"name": ..., "reason": ...} once chosen
+
+
+class BackendError(RuntimeError):
+    """An unknown or unavailable backend was asked for."""
+
+
+def _probe_numba():
+    """(True, version) if numba imports, else (False, why not)."""
+    # numba's default threading layer, next to a multi-threaded OpenBLAS, made a 2-thread training step
+    # 3-5x slower here (both pools spinning on 2 cores); the workqueue layer does not spin. Respect a
+    # user's own choice.
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    try:
+        import numba
+    except Exception as error:  # ImportError, or a broken llvmlite
+        return False, f"numba does not import ({type(error).__name__}: {error})"
+    return True, numba.__version__
+
+
+def _probe_cupy():
+    """(True, version) if CuPy imports and sees a GPU, else (False, why not)."""
+    try:
+        import cupy
+    except Exception as error:
+        return False, f"cupy does not import ({type(error).__name__}: {error})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        return False, f"cupy imports but finds no GPU ({type(error).__name__}: {error})"
+    if count < 1:
+        return False, "cupy imports but finds no GPU"
+    return True, cupy.__version__
+
+
+_PROBES = {"numpy": lambda: (True, numpy.__version__), "numba": _probe_numba, "cupy": _probe_cupy}
+
+
+def available():
+    """{backend: (is_available, version or the reason it is not)} for every backend."""
+    return {name: _PROBES[name]() for name in BACKENDS}
+
+
+def _choose(requested, source):
+    if requested not in (*BACKENDS, "auto"):
+        raise BackendError(
+            f"{source}: unknown backend {requested!r}; choose one of 'auto', "
+            + ", ".join(map(repr, BACKENDS))
+        )
+    if requested == "auto":
+        for name in ("cupy", "numba"):
+            ok, detail = _PROBES[name]()
+            if ok:
+                return name, f"auto: {name} {detail} is available"
+        return "numpy", "auto: neither cupy (with a GPU) nor numba is available"
+    ok, detail = _PROBES[requested]()
+    if not ok:
+        usable = [name for name, (is_ok, _) in available().items() if is_ok]
+        raise BackendError(
+            f"{source}: backend {requested!r} is not available: {detail}. Available here: {', '.join(usable)}"
+        )
+    return requested, f"{source} asked for {requested}"
+
+
+def current():
+    """The name of the backend in use (chosen on first call from $TINYVAE_BACKEND, default auto)."""
+    if not _selected:
+        with _lock:
+            if not _selected:
+                requested = os.environ.get(ENVIRONMENT_VARIABLE, "auto").strip().lower() or "auto"
+                name, reason = _choose(requested, f"{ENVIRONMENT_VARIABLE}={requested}")
+                _selected.update(name=name, reason=reason)
+    return _selected["name"]
+
+
+def use(name):
+    """Switch backend (``'auto'``, ``'numpy'``, ``'numba'`` or ``'cupy'``); returns the backend now in use.
+
+    Tensors made before the switch keep their arrays: switch before building a model.
+    """
+    chosen, reason = _choose(str(name).lower(), f"tv.backend.use({name!r})")
+    with _lock:
+        _selected.update(name=chosen, reason=reason)
+    return chosen
 
 
 def default_array_module():
-    """The module new tensors are created in (NumPy until a GPU backend is selected)."""
+    """The module new tensors are created in: CuPy under the cupy backend, else NumPy."""
+    if not _selected and importlib.util.find_spec("cupy") is None:
+        return numpy  # no CuPy installed: NumPy whatever backend gets chosen, and nothing imported yet
+    if current() == "cupy":
+        import cupy
+
+        return cupy
     return numpy
 
 
 def array_module(*arrays):
     """The array module of ``arrays``: CuPy if any of them is a CuPy array, else NumPy."""
     for a in arrays:
-        module = type(a).__module__
-        if module.startswith("cupy"):
+        if type(a).__module__.startswith("cupy"):
             import cupy
 
             return cupy
     return numpy
 
 
-def info() -> dict:
-    """Which backend runs, and the versions behind it."""
-    return {"backend": "numpy", "reason": "the only backend so far", "numpy": numpy.__version__}
+def to_device(array):
+    """``array`` in the current backend's array module (copied to or from the GPU only if needed)."""
+    xp = default_array_module()
+    if array_module(array) is xp:
+        return xp.asarray(array)  # no copy for an array; a NumPy scalar becomes a 0-d array
+    if xp is numpy:
+        return array.get()
+    return xp.asarray(array)
+
+
+def threads():
+    """How many threads the CPU kernels may use (numba's count when numba is loaded, else the CPUs)."""
+    if "numba" in sys.modules:
+        return sys.modules["numba"].get_num_threads()
+    return os.cpu_count()
+
+
+def info():
+    """Which backend runs and why, with the versions behind it and the thread count."""
+    name = current()
+    details = {"backend": name, "reason": _selected["reason"], "numpy": numpy.__version__}
+    for other, (ok, detail) in available().items():
+        if other != "numpy":
+            details[other] = detail if ok else f"unavailable: {detail}"
+    if name != "cupy":
+        details["threads"] = threads()
+        if name == "numba":
+            details["numba_threading_layer"] = os.environ.get("NUMBA_THREADING_LAYER", "default")
+    return details

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy
 
 from tinyvae import autodiff
-from tinyvae.backend import array_module, default_array_module
+from tinyvae.backend import array_module, default_array_module, to_device
 
 DEFAULT_DTYPE = numpy.float32
 _FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -30,12 +30,13 @@ def _to_float_array(data, dtype, argument="data"):
     """Convert ``data`` to a float32/float64 array following the dtype rule above."""
     if isinstance(data, Tensor):
         data = data.data
+    xp = default_array_module()
     if isinstance(data, bool | int | float | list | tuple) and not isinstance(data, numpy.generic):
-        xp = default_array_module()
         array = xp.asarray(data, dtype=dtype or DEFAULT_DTYPE)
     else:
-        xp = array_module(data)
-        array = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+        array = to_device(data if hasattr(data, "dtype") else numpy.asarray(data))
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
     if array.dtype == numpy.float16:
         array = array.astype(numpy.float32)
     if array.dtype not in _FLOAT_DTYPES:
