@@ -65,6 +65,7 @@ class GaussianKL(Function):
             inv_var_p = xp.exp(-logvar_p)
             terms = logvar_p - logvar + (var + diff * diff) * inv_var_p - 1
         ctx.save(var, diff, inv_var_p)
+        ctx.terms_shape = terms.shape  # (..., Z): all inputs broadcast together, before the sum
         return 0.5 * terms.sum(axis=-1)
 
     @staticmethod
@@ -73,20 +74,28 @@ class GaussianKL(Function):
         dKL/dμ = (μ − μ_p) r,   dKL/dlogvar = ½ (σ² r − 1),
         dKL/dμ_p = −(μ − μ_p) r,   dKL/dlogvar_p = ½ (1 − (σ² + (μ − μ_p)²) r)."""
         var, diff, inv_var_p = ctx.saved
+        xp = array_module(var)
         g = g[..., None]  # the KL summed over the last axis: each dimension receives g
         if inv_var_p is None:
             scaled_diff, scaled_var = diff, var
         else:
             scaled_diff, scaled_var = diff * inv_var_p, var * inv_var_p
+
+        def to_input(per_dim, i):
+            # An input broadcast along the last axis (mu of shape (1,) beside logvar of shape (Z,)) was
+            # counted once per dimension: spread the gradient over all Z dims first, then sum_to_shape
+            # adds up those copies (g[..., None] alone has size 1 there).
+            return sum_to_shape(xp.broadcast_to(per_dim, ctx.terms_shape), _shape_of(ctx, i))
+
         grads = [None, None, None, None]
         if ctx.needs_input_grad[0]:
-            grads[0] = sum_to_shape(g * scaled_diff, _shape_of(ctx, 0))
+            grads[0] = to_input(g * scaled_diff, 0)
         if ctx.needs_input_grad[1]:
-            grads[1] = sum_to_shape(0.5 * g * (scaled_var - 1), _shape_of(ctx, 1))
+            grads[1] = to_input(0.5 * g * (scaled_var - 1), 1)
         if ctx.needs_input_grad[2]:
-            grads[2] = sum_to_shape(-g * scaled_diff, _shape_of(ctx, 2))
+            grads[2] = to_input(-g * scaled_diff, 2)
         if ctx.needs_input_grad[3]:
-            grads[3] = sum_to_shape(0.5 * g * (1 - scaled_var - diff * scaled_diff), _shape_of(ctx, 3))
+            grads[3] = to_input(0.5 * g * (1 - scaled_var - diff * scaled_diff), 3)
         return tuple(grads)
 
 
