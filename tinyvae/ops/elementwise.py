@@ -273,7 +273,7 @@ def tanh(x):
     return Tanh.apply(x)
 
 
-def _stable_sigmoid(x):
+def stable_sigmoid(x):
     """σ(x) with full relative precision for every x and no overflow: with e = e^-|x| ≤ 1,
     σ(x) = 1 / (1 + e) for x ≥ 0 and σ(x) = e / (1 + e) for x < 0.
 
@@ -286,11 +286,11 @@ def _stable_sigmoid(x):
 
 
 class Sigmoid(Function):
-    """y = σ(x) = 1 / (1 + e^-x), computed by :func:`_stable_sigmoid`, which never overflows."""
+    """y = σ(x) = 1 / (1 + e^-x), computed by :func:`stable_sigmoid`, which never overflows."""
 
     @staticmethod
     def forward(ctx, x):
-        y = _stable_sigmoid(x)
+        y = stable_sigmoid(x)
         ctx.save(y)
         return y
 
@@ -318,7 +318,7 @@ class Softplus(Function):
     def backward(ctx, g):
         """dy/dx = e^x / (1 + e^x) = σ(x)."""
         (x,) = ctx.saved
-        return g * _stable_sigmoid(x)
+        return g * stable_sigmoid(x)
 
 
 def softplus(x):

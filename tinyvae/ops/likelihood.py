@@ -9,6 +9,7 @@ import math
 
 from tinyvae.autodiff import Function, sum_to_shape
 from tinyvae.backend import array_module
+from tinyvae.ops.elementwise import stable_sigmoid
 from tinyvae.tensor import as_operand
 
 LOG_2PI = math.log(2 * math.pi)
@@ -68,10 +69,9 @@ class BernoulliLogProb(Function):
     def backward(ctx, g):
         """d/dl = x − σ(l) (since d softplus(l)/dl = σ(l));  d/dx = l."""
         logits, x = ctx.saved
-        xp = array_module(logits, x)
         grads = [None, None]
         if ctx.needs_input_grad[0]:
-            sigmoid = 0.5 * xp.tanh(0.5 * logits) + 0.5
+            sigmoid = stable_sigmoid(logits)  # full relative precision: σ(-100) = 3.7e-44, not 0
             grads[0] = sum_to_shape(g * (x - sigmoid), _shape_of(ctx, 0))
         if ctx.needs_input_grad[1]:
             grads[1] = sum_to_shape(g * logits, _shape_of(ctx, 1))
