@@ -2,7 +2,7 @@
 
 Tolerances (eps = machine epsilon of the input dtype):
 - indices: identical to the reference, except where the reference's float64 distances of the two codes
-  differ by less than the rounding of the GEMM trick, ``8 (D + 2) eps (‖z‖ + max‖e‖)²``;
+  differ by less than the rounding of the GEMM trick, ``8 (D + 2) (eps (‖z‖ + max‖e‖)² + tiny)``;
 - sq_dist: recomputed directly for the chosen code, so relative error ``4 (D + 2) eps`` against the float64
   distance of that same code (plus a tiny absolute floor for distances that are exactly 0).
 """
@@ -59,7 +59,8 @@ def assert_matches_reference(z, codebook, indices, sq_dist):
     z64, codes64 = z.astype(np.float64), codebook.astype(np.float64)
     chosen = ((z64 - codes64[indices]) ** 2).sum(axis=1)  # (N,) exact distance of the chosen code
     scale = (np.linalg.norm(z64, axis=1) + np.linalg.norm(codes64, axis=1).max()) ** 2  # (N,)
-    tie_tol = 8 * (d + 2) * eps * scale
+    # Squares below float's smallest normal flush to 0 in the input dtype, hence the absolute floor.
+    tie_tol = 8 * (d + 2) * (eps * scale + np.finfo(z.dtype).tiny)
     differs = indices != ref_idx
     assert np.all(chosen[differs] - ref_sq[differs] <= tie_tol[differs]), (
         f"rows {np.flatnonzero(differs)[:5]} chose a code that is not a near-tie of the nearest one"
@@ -237,3 +238,16 @@ def test_checker_can_fail():
     wrong = dist.argmax(axis=1)
     with pytest.raises(AssertionError):
         assert_matches_reference(z, codebook, wrong, dist[np.arange(50), wrong])
+
+
+def test_dispatcher_picks_and_names_backends():
+    """nearest_code uses numba when installed (else NumPy) for NumPy arrays, honours backend=, and an unknown
+    backend name is an error listing the known ones."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((20, 3)).astype(np.float32)
+    codebook = rng.standard_normal((5, 3)).astype(np.float32)
+    expected = cb.nearest_code_reference(z, codebook)[0]
+    np.testing.assert_array_equal(cb.nearest_code(z, codebook)[0], expected)
+    np.testing.assert_array_equal(cb.nearest_code(z, codebook, backend="numpy")[0], expected)
+    with pytest.raises(ValueError, match=r"backend 'fortran' is not one of \['cupy', 'numba', 'numpy'\]"):
+        cb.nearest_code(z, codebook, backend="fortran")
