@@ -30,6 +30,9 @@ def _to_float_array(data, dtype, argument="data"):
     """Convert ``data`` to a float32/float64 array following the dtype rule above."""
     if isinstance(data, Tensor):
         data = data.data
+    if type(data) is numpy.ndarray and dtype is None and data.dtype in _FLOAT_DTYPES:
+        if default_array_module() is numpy:
+            return data  # the common case, kept fast: a float array used as is
     xp = default_array_module()
     if isinstance(data, bool | int | float | list | tuple) and not isinstance(data, numpy.generic):
         array = xp.asarray(data, dtype=dtype or DEFAULT_DTYPE)

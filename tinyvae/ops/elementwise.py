@@ -273,7 +273,7 @@ def tanh(x):
     return Tanh.apply(x)
 
 
-def stable_sigmoid(x):
+def stable_sigmoid(x, exp_minus_abs_x=None):
     """σ(x) with full relative precision for every x and no overflow: with e = e^-|x| ≤ 1,
     σ(x) = 1 / (1 + e) for x ≥ 0 and σ(x) = e / (1 + e) for x < 0.
 
@@ -281,8 +281,10 @@ def stable_sigmoid(x):
     so σ(-20) has only 8 correct digits and σ(-40) = 4e-18 comes out as 0.)
     """
     xp = array_module(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1, e) / (1 + e)
+    e = xp.exp(-xp.abs(x)) if exp_minus_abs_x is None else exp_minus_abs_x  # a caller may have it already
+    sigmoid = xp.where(x >= 0, 1, e)
+    sigmoid /= 1 + e
+    return sigmoid
 
 
 class Sigmoid(Function):
