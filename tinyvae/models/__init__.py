@@ -1,0 +1,18 @@
+"""The models of the VAE literature, each in its own file, all behind the interface of
+:class:`tinyvae.models.base.Model`. ``MODELS`` maps a model's name to its class; ``build`` makes one."""
+
+from tinyvae.models.base import LossResult, Model, ModelConfig
+from tinyvae.models.vae import VAE, VAEConfig
+
+MODELS = {cls.name: cls for cls in (VAE,)}
+
+
+def build(name, **config):
+    """``build("vae", x_dim=784, z_dim=20)``: the model called ``name`` with its config's fields."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    cls = MODELS[name]
+    return cls(cls.config_class(**config))
+
+
+__all__ = ["MODELS", "VAE", "LossResult", "Model", "ModelConfig", "VAEConfig", "build"]

@@ -1,0 +1,131 @@
+"""The variational autoencoder (Kingma & Welling 2014, "Auto-Encoding Variational Bayes").
+
+    q(z|x) = N(z; μ(x), diag σ²(x)),   p(z) = N(0, I),   p(x|z) = Bernoulli(σ(f(z))) or N(f(z), σ_x²)
+
+trained by maximising the evidence lower bound (their eq. 10, with the analytic KL of Appendix B)
+
+    ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)) ≤ log p(x),
+
+the expectation estimated with one reparameterised sample z = μ + σ ε, ε ~ N(0, I) (their Sec. 2.4).
+The same class carries the options users reach for against posterior collapse: a KL weight ``beta``
+(Higgins et al. 2017), a linear KL warm-up (Bowman et al. 2016; Sønderby et al. 2016) and free bits
+(Kingma et al. 2016, eq. 15).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy
+
+import tinyvae.functional as F
+from tinyvae import nn
+from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig, standard_normal_log_prob
+
+
+@dataclasses.dataclass
+class VAEConfig(ModelConfig):
+    beta: float = 1.0  # weight on the KL term; 1 gives the ELBO itself
+    warmup_steps: int = 0  # KL warm-up: the weight rises linearly from 0 to beta over this many steps
+    free_bits: float = 0.0  # per-dimension KL floor in nats (0 = off): KL_j below it is not penalised
+    analytic_kl: bool = True  # False: estimate the KL from the sample, log q(z|x) − log p(z)
+
+    def validate(self):
+        super().validate()
+        name = type(self).__name__
+        if not self.beta >= 0:
+            raise ValueError(f"{name}: beta must be >= 0, got {self.beta!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"{name}: warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if not self.free_bits >= 0:
+            raise ValueError(f"{name}: free_bits must be >= 0, got {self.free_bits!r}")
+
+
+class GaussianEncoder(nn.Module):
+    """x → (μ, log σ²) of a diagonal Gaussian q(z|x): an MLP with one output layer of 2·z_dim units."""
+
+    def __init__(self, in_dim, hidden, z_dim, activation, rng, dtype):
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = nn.MLP([in_dim, *hidden, 2 * z_dim], activation=activation, rng=rng, dtype=dtype)
+
+    def forward(self, x):
+        stats = self.net(x)  # (B, 2Z)
+        return stats[..., : self.z_dim], stats[..., self.z_dim :]  # μ, log σ²: (B, Z) each
+
+
+def make_decoder(config, rng, in_dim=None):
+    """The MLP z → decoder output (logits or means), mirroring the encoder's hidden sizes."""
+    sizes = [in_dim or config.z_dim, *reversed(config.hidden), config.x_dim]
+    return nn.MLP(sizes, activation=config.activation, rng=rng, dtype=config.dtype)
+
+
+class VAE(Model):
+    """Diagonal-Gaussian encoder, N(0, I) prior, Bernoulli or Gaussian decoder; see the module docstring."""
+
+    name = "vae"
+    config_class = VAEConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        rng = numpy.random.default_rng(config.seed)
+        self.encoder = GaussianEncoder(
+            config.x_dim, config.hidden, config.z_dim, config.activation, rng, config.dtype
+        )
+        self.decoder = make_decoder(config, rng)
+        self.likelihood = DecoderLikelihood(config)
+        self.training_steps = 0  # loss() calls in training mode; drives the KL warm-up
+
+    def encode(self, x, y=None):
+        """(μ, log σ²) of q(z|x), Tensors of shape (B, z_dim)."""
+        return self.encoder(self.check_x(x))
+
+    def decode_logits(self, z, y=None):
+        return self.decoder(z)
+
+    def latent_mean(self, x, y=None):
+        mu, _ = self.encoder(x)
+        return mu.data
+
+    def kl_weight(self):
+        """β, ramped linearly from 0 over the first ``warmup_steps`` training steps."""
+        if self.config.warmup_steps == 0:
+            return self.config.beta
+        return self.config.beta * min(1.0, self.training_steps / self.config.warmup_steps)
+
+    def loss(self, x, rng, y=None):
+        """−(E_q[log p(x|z)] − β·KL), one sample; ``.elbo`` is the unweighted bound per example."""
+        x = self.check_x(x)
+        mu, logvar = self.encoder(x)  # (B, Z) each
+        eps = rng.standard_normal(mu.shape).astype(self.dtype)
+        z = F.reparameterize(mu, logvar, eps)  # (B, Z)
+        recon = self.likelihood.log_prob(self.decoder(z), x)  # (B,) log p(x|z)
+        if self.config.analytic_kl:
+            kl = F.gaussian_kl(mu, logvar)  # (B,)
+        else:  # single-sample estimate, log q(z|x) − log p(z): unbiased, noisier
+            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - standard_normal_log_prob(z)
+        penalty = self._free_bits_kl(mu, logvar) if self.config.free_bits > 0 else kl.mean()
+        loss = self.kl_weight() * penalty - recon.mean()
+        if self.training:
+            self.training_steps += 1
+        return LossResult(loss, (recon - kl).data, recon=recon, kl=kl)
+
+    def _free_bits_kl(self, mu, logvar):
+        """Σ_j max(λ, KL_j) with KL_j the batch-mean KL of latent dimension j (Kingma et al. 2016, eq. 15):
+        dimensions already below λ nats get no push towards the prior. max(a, λ) = λ + relu(a − λ)."""
+        per_dim = F.gaussian_kl(mu[..., None], logvar[..., None]).mean(axis=0)  # (Z,): KL of each dimension
+        floor = self.config.free_bits
+        return (F.relu(per_dim - floor) + floor).sum()
+
+    def log_weights(self, x, k, rng, y=None):
+        """log p(x, z_k) − log q(z_k|x) for k samples z_k ~ q(z|x): shape (k, B), a Tensor.
+
+        Their log-mean-exp is the importance-weighted bound of Burda et al. (2016); with large k it
+        approaches log p(x) (used by ``tinyvae.evaluate.log_likelihood``)."""
+        x = self.check_x(x)
+        mu, logvar = self.encoder(x)  # (B, Z)
+        eps = rng.standard_normal((k, *mu.shape)).astype(self.dtype)
+        z = F.reparameterize(mu, logvar, eps)  # (k, B, Z)
+        log_px_given_z = self.likelihood.log_prob(self.decoder(z), x)  # (k, B)
+        log_qz = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1)  # (k, B)
+        return log_px_given_z + standard_normal_log_prob(z) - log_qz
