@@ -37,14 +37,23 @@ class BackendError(RuntimeError):
     """An unknown or unavailable backend was asked for."""
 
 
+def load_numba():
+    """Import numba the way tinyvae wants it, or raise ImportError. Kernels import numba only through here.
+
+    numba's default threading layer, next to a multi-threaded OpenBLAS, made a 2-thread training step 3-5x
+    slower here (both thread pools spinning on 2 cores); the workqueue layer does not spin. The variable
+    must be set before numba starts its threads; a user's own setting is respected.
+    """
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    import numba
+
+    return numba
+
+
 def _probe_numba():
     """(True, version) if numba imports, else (False, why not)."""
-    # numba's default threading layer, next to a multi-threaded OpenBLAS, made a 2-thread training step
-    # 3-5x slower here (both pools spinning on 2 cores); the workqueue layer does not spin. Respect a
-    # user's own choice.
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     try:
-        import numba
+        numba = load_numba()
     except Exception as error:  # ImportError, or a broken llvmlite
         return False, f"numba does not import ({type(error).__name__}: {error})"
     return True, numba.__version__
