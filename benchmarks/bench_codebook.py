@@ -31,6 +31,12 @@ def parse_args():
     parser.add_argument(
         "--no-compile-timing", action="store_true", help="skip the fresh-process compile timing"
     )
+    parser.add_argument(
+        "--parallel-pass",
+        action="store_true",
+        help="also time a parallel=True build of the fused pass (its idle OpenMP threads slow faiss down, "
+        "so it is off by default and best run on its own)",
+    )
     return parser.parse_args()
 
 
@@ -107,9 +113,11 @@ def main():
         )
 
     cb._numba_kernel()  # compile (or load) before timing
-    parallel = numba.njit(cb._NUMBA_SIGNATURES, parallel=True, fastmath=cb._NUMBA_FASTMATH, cache=False)(
-        cb._fused_argmin
-    )
+    parallel = None
+    if ARGS.parallel_pass:
+        parallel = numba.njit(cb._NUMBA_SIGNATURES, parallel=True, fastmath=cb._NUMBA_FASTMATH, cache=False)(
+            cb._fused_argmin
+        )
     rng = np.random.default_rng(0)
     for n, k, d in SIZES:
         z = rng.standard_normal((n, d)).astype(np.float32)  # (N, D)
@@ -117,8 +125,9 @@ def main():
         impls = {
             "numpy GEMM trick": cb.nearest_code_numpy,
             "numba fused (serial pass)": cb.nearest_code_numba,
-            "numba fused (parallel pass)": lambda z, c: cb.nearest_code_numba(z, c, kernel=parallel),
         }
+        if parallel is not None:
+            impls["numba fused (parallel pass)"] = lambda z, c: cb.nearest_code_numba(z, c, kernel=parallel)
         for mb in ARGS.chunk_mb:
             impls[f"numba fused, chunk {mb:g} MiB"] = lambda z, c, mb=mb: cb.nearest_code_numba(
                 z, c, chunk_bytes=int(mb * 2**20)
