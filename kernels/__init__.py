@@ -1,8 +1,7 @@
-"""tinyvae.kernels: the hot loops, each with a NumPy reference (and, from the kernels issue on, numba and
-CuPy versions side by side in the same file). Ops call the functions exported here, never a backend."""
+"""tinyvae.kernels: the hot loops. Each kernel file holds a NumPy reference, a numba version and a CuPy
+version side by side; the entry points exported here pick the version that matches the arrays and
+``tinyvae.backend.current()``. Ops call these functions, never a backend directly."""
 
-from tinyvae.kernels.codebook import nearest_code_numpy
-
-nearest_code = nearest_code_numpy
+from tinyvae.kernels.codebook import nearest_code
 
 __all__ = ["nearest_code"]

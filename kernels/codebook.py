@@ -39,12 +39,12 @@ import time
 
 import numpy as np
 
+from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-try:  # numba is optional: without it the numba version is unavailable, nothing else changes.
-    import numba
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
+# numba is imported on first use of the numba version (by _numba_kernel, through backend.load_numba, which
+# also picks numba's threading layer), so importing this file neither imports numba nor compiles anything.
+numba = None
 
 EXTRA_BYTES_LIMIT = 16 * 2**20  # the issue's bar for the working memory of one call
 DEFAULT_CHUNK_BYTES = (
@@ -198,8 +198,13 @@ def _fused_argmin(rows, dots, codebook, code_sq_norms, out_idx, out_sq):
 @functools.cache
 def _numba_kernel():
     """Compile (or load from numba's on-disk cache) the fused pass; called on first use, never at import."""
-    if numba is None:
-        raise RuntimeError("nearest_code_numba: numba is not installed (pip install numba)")
+    global numba
+    try:
+        numba = _backend.load_numba()
+    except ImportError as error:
+        raise RuntimeError(
+            f"nearest_code_numba: numba does not import ({error}); pip install numba"
+        ) from error
     start = time.perf_counter()
     kernel = numba.njit(_NUMBA_SIGNATURES, cache=True, fastmath=_NUMBA_FASTMATH, boundscheck=False)(
         _fused_argmin
@@ -377,16 +382,14 @@ IMPLEMENTATIONS = {
 def nearest_code(z, codebook, *, backend: str | None = None):
     """Nearest code for each row of z: ``(indices int64 (N,), sq_dist (N,) in z's dtype)``.
 
-    ``backend=None`` picks CuPy for CuPy arrays, else numba when it imports, else NumPy; a name from
-    :data:`IMPLEMENTATIONS` forces one (this is where ``tinyvae.backend`` plugs its choice in).
+    ``backend=None`` follows :func:`tinyvae.backend.current` (CuPy arrays always go to the CuPy version, NumPy
+    arrays to numba under the numba backend, else to NumPy); a name from :data:`IMPLEMENTATIONS` forces one.
     """
     if backend is None:
         if array_module(z, codebook) is not np:
             backend = "cupy"
         else:
-            backend = "numba" if numba is not None else "numpy"
+            backend = "numba" if _backend.current() == "numba" else "numpy"
     if backend not in IMPLEMENTATIONS:
         raise ValueError(f"nearest_code: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
-    if backend == "numba" and numba is None:
-        raise ValueError("nearest_code: backend 'numba' asked for but numba is not installed")
     return IMPLEMENTATIONS[backend](z, codebook)
