@@ -1,10 +1,12 @@
 """The models of the VAE literature, each in its own file, all behind the interface of
 :class:`tinyvae.models.base.Model`. ``MODELS`` maps a model's name to its class; ``build`` makes one."""
 
+from tinyvae.models.ae import AE, AEConfig
 from tinyvae.models.base import LossResult, Model, ModelConfig
+from tinyvae.models.beta_vae import BetaVAE, BetaVAEConfig
 from tinyvae.models.vae import VAE, VAEConfig
 
-MODELS = {cls.name: cls for cls in (VAE,)}
+MODELS = {cls.name: cls for cls in (VAE, BetaVAE, AE)}
 
 
 def build(name, **config):
@@ -15,4 +17,16 @@ def build(name, **config):
     return cls(cls.config_class(**config))
 
 
-__all__ = ["MODELS", "VAE", "LossResult", "Model", "ModelConfig", "VAEConfig", "build"]
+__all__ = [
+    "AE",
+    "AEConfig",
+    "BetaVAE",
+    "BetaVAEConfig",
+    "MODELS",
+    "VAE",
+    "LossResult",
+    "Model",
+    "ModelConfig",
+    "VAEConfig",
+    "build",
+]

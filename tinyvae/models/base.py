@@ -77,19 +77,22 @@ class ModelConfig:
 class LossResult:
     """The outcome of ``model.loss``: ``.loss`` (scalar Tensor), ``.elbo`` and named per-example terms.
 
-    ``.terms`` lists the names of the terms, so a progress bar or a CSV writer can show them all.
+    ``.elbo`` is None for a model that defines no density (the plain autoencoder). ``.terms`` lists the
+    names of the terms, so a progress bar or a CSV writer can show them all.
     """
 
     def __init__(self, loss, elbo, **terms):
         self.loss = loss
-        self.elbo = _as_numpy(elbo)
+        self.elbo = None if elbo is None else _as_numpy(elbo)
         self.terms = {name: _as_numpy(value) for name, value in terms.items()}
         for name, value in self.terms.items():
             setattr(self, name, value)
 
     def summary(self):
         """{name: batch mean} of the loss, the ELBO and every term, as floats."""
-        values = {"loss": float(self.loss.item()), "elbo": float(self.elbo.mean())}
+        values = {"loss": float(self.loss.item())}
+        if self.elbo is not None:
+            values["elbo"] = float(self.elbo.mean())
         values.update({name: float(numpy.mean(v)) for name, v in self.terms.items()})
         return values
 
