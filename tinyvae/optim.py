@@ -11,6 +11,8 @@ import math
 
 import numpy
 
+from tinyvae import kernels
+
 
 class Optimizer:
     def __init__(self, params, lr):
@@ -119,7 +121,7 @@ class Adam(Optimizer):
         self.weight_decay, self.decoupled_weight_decay = float(weight_decay), bool(decoupled_weight_decay)
         self.m = [None] * len(self.params)
         self.v = [None] * len(self.params)
-        self._scratch = [None] * len(self.params)  # one work array per parameter, reused every step
+        self._scratch = [None] * len(self.params)  # the NumPy version's work array, reused every step
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}
@@ -140,24 +142,14 @@ class Adam(Optimizer):
             if self.m[i] is None:
                 self.m[i] = xp.zeros_like(p.data)
                 self.v[i] = xp.zeros_like(p.data)
-            if self._scratch[i] is None:
-                self._scratch[i] = xp.empty_like(p.data)
-            m, v, work = self.m[i], self.v[i], self._scratch[i]
-            # In place, with one scratch array, so a step allocates nothing.
-            m *= self.beta1
-            xp.multiply(g, 1 - self.beta1, out=work)
-            m += work
-            v *= self.beta2
-            xp.multiply(g, g, out=work)
-            work *= 1 - self.beta2
-            v += work
-            xp.sqrt(v, out=work)
-            work += eps_t
-            xp.divide(m, work, out=work)
-            work *= lr_t
             if self.weight_decay and self.decoupled_weight_decay:
                 p.data *= 1 - self.lr * self.weight_decay
-            p.data -= work
+            if self._scratch[i] is None:
+                self._scratch[i] = xp.empty_like(p.data)
+            # One fused pass under the numba or cupy backend; NumPy ufuncs with a scratch array otherwise.
+            kernels.adam_update(
+                p.data, g, self.m[i], self.v[i], lr_t, eps_t, self.beta1, self.beta2, self._scratch[i]
+            )
 
 
 class AdamW(Adam):

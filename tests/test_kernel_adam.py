@@ -1,0 +1,57 @@
+"""The fused Adam update: every version equals the NumPy reference, in float32 and float64."""
+
+import numpy as np
+import pytest
+from backends import BACKENDS, require_backend, to_backend_arrays, to_numpy
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from tinyvae.kernels import adam
+
+# Tolerances: each version rounds the same few operations in a different order (a fused multiply-add in
+# one, separate ufuncs in the other), so p differs by a few ulps of its update step.
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=9),
+    seed=st.integers(0, 2**32 - 1),
+    step=st.integers(1, 1000),
+)
+def test_every_version_matches_the_numpy_reference(backend, dtype, shape, seed, step):
+    """One Adam step from random (p, g, m, v ≥ 0) gives the reference's p, m and v, empty and size-1 shapes
+    included; the gradient may be non-contiguous."""
+    require_backend(backend)
+    rng = np.random.default_rng(seed)
+    param, m = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    v = rng.uniform(0, 2, shape).astype(dtype)
+    grad = np.asfortranarray(rng.standard_normal(shape).astype(dtype))  # non-contiguous rows for ndim >= 2
+    lr_t, eps_t = 1e-3 * np.sqrt(1 - 0.999**step) / (1 - 0.9**step), 1e-8 * np.sqrt(1 - 0.999**step)
+    expected = [a.copy() for a in (param, m, v)]
+    adam.adam_update_numpy(*expected[:1], grad, *expected[1:], lr_t, eps_t, 0.9, 0.999)
+    got = to_backend_arrays(backend, param.copy(), np.ascontiguousarray(grad), m.copy(), v.copy())
+    adam.IMPLEMENTATIONS[backend](got[0], got[1], got[2], got[3], lr_t, eps_t, 0.9, 0.999)
+    for name, e, g in zip(("param", "m", "v"), expected, (got[0], got[2], got[3]), strict=True):
+        np.testing.assert_allclose(to_numpy(g), e, rtol=RTOL[dtype], atol=RTOL[dtype] * 1e-3, err_msg=name)
+        assert to_numpy(g).dtype == dtype
+
+
+def test_shape_mismatch_is_named():
+    """A moment buffer of the wrong shape is refused, naming it and both shapes."""
+    p = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"m has shape \(4,\) but the parameter has shape \(3,\)"):
+        adam.adam_update_numba(p, p.copy(), np.zeros(4, np.float32), p.copy(), 1e-3, 1e-8, 0.9, 0.999)
+
+
+def test_import_compiles_nothing():
+    """Importing the kernel imports no numba and compiles nothing; the first call does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom tinyvae.kernels import adam\n"
+        "assert adam.numba is None and 'numba' not in sys.modules and not adam.COMPILE_SECONDS\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
