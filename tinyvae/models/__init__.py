@@ -4,9 +4,11 @@
 from tinyvae.models.ae import AE, AEConfig
 from tinyvae.models.base import LossResult, Model, ModelConfig
 from tinyvae.models.beta_vae import BetaVAE, BetaVAEConfig
+from tinyvae.models.cvae import CVAE, CVAEConfig
+from tinyvae.models.hvae import HVAE, HVAEConfig
 from tinyvae.models.vae import VAE, VAEConfig
 
-MODELS = {cls.name: cls for cls in (VAE, BetaVAE, AE)}
+MODELS = {cls.name: cls for cls in (VAE, BetaVAE, CVAE, HVAE, AE)}
 
 
 def build(name, **config):
@@ -22,6 +24,10 @@ __all__ = [
     "AEConfig",
     "BetaVAE",
     "BetaVAEConfig",
+    "CVAE",
+    "CVAEConfig",
+    "HVAE",
+    "HVAEConfig",
     "MODELS",
     "VAE",
     "LossResult",
