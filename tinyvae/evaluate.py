@@ -1,0 +1,208 @@
+"""Evaluating a trained model: its log-likelihood and what its latent code is used for.
+
+* :func:`log_likelihood` — importance-sampled log p(x) (Burda et al. 2016, eq. 8 with large k).
+* :func:`active_units` — latent units whose posterior mean moves with x (Burda et al. 2016, Sec. 5.2).
+* :func:`kl_per_dimension` — the analytic KL(q(z|x) ‖ N(0, I)) split by latent dimension.
+* :func:`mutual_information` — I_q(x; z) from the "ELBO surgery" decomposition (Hoffman & Johnson 2016).
+* :func:`attribute_vector` — mean latent with an attribute minus without (White 2016, Sec. 2.4).
+
+Every function runs under ``tv.no_grad()`` and returns NumPy float64 values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from tinyvae.autodiff import no_grad
+from tinyvae.nn import as_generator
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_likelihood(model, x, k=5000, batch_size=100, rng=None, y=None, chunk_size=500):
+    """Per-example estimate of log p(x): the importance-weighted bound of Burda et al. (2016, eq. 8),
+
+        log p̂(x) = log (1/k) Σ_{i=1..k} w_i,   w_i = p(x, z_i) / q(z_i|x),   z_i ~ q(z|x),
+
+    a lower bound in expectation that tightens as k grows. Needs ``model.log_weights(x, k, rng, y=None)``.
+
+    ``batch_size`` examples are handled at a time and their k samples are drawn ``chunk_size`` at a time,
+    so memory grows with batch_size × chunk_size, never with k. Chunks combine exactly in log space: if
+    chunk c has S_c = logsumexp_{i ∈ c} log w_i, then logsumexp over all k samples is
+    logsumexp_c S_c, accumulated as a running ``numpy.logaddexp``; finally subtract log k.
+    The noise is drawn from ``rng`` in the same order whatever the chunk size, so on the same generator
+    a chunked run equals an unchunked one up to rounding.
+
+    Returns a float64 array of shape (B,).
+    """
+    log_weights = getattr(model, "log_weights", None)
+    if not callable(log_weights):
+        raise TypeError(
+            f"log_likelihood: model {getattr(model, 'name', '?')!r} ({type(model).__name__}) has no "
+            "log_weights(x, k, rng) method, so there is no density to importance-sample"
+        )
+    for name, value in (("k", k), ("batch_size", batch_size), ("chunk_size", chunk_size)):
+        _check_positive_int("log_likelihood", name, value)
+    rng = as_generator(rng)
+    data, labels = _checked(model, x, y)
+    estimate = numpy.empty(len(data))
+    with no_grad():
+        for start in range(0, len(data), batch_size):
+            rows = slice(start, start + batch_size)
+            total = numpy.full(len(data[rows]), -numpy.inf)  # running log Σ w over the chunks so far
+            for done in range(0, k, chunk_size):
+                size = min(chunk_size, k - done)
+                extra = {} if labels is None else {"y": labels[rows]}
+                log_w = numpy.asarray(
+                    log_weights(data[rows], size, rng, **extra).numpy(), dtype=numpy.float64
+                )
+                total = numpy.logaddexp(total, _logsumexp(log_w, axis=0))  # (b,)
+            estimate[rows] = total - math.log(k)
+    return estimate
+
+
+def active_units(model, x, threshold=1e-2, y=None):
+    """Count the active latent units (Burda et al. 2016, Sec. 5.2): unit u is active when
+
+        A_u = Cov_x( E_{q(z|x)}[z_u] ) > threshold   (they use 10⁻²),
+
+    the variance over the examples in ``x`` of the posterior mean (``model.latent_mean``), taken with
+    denominator B. Returns (count, variances) with variances a float64 array of shape (z_dim,).
+    """
+    if not threshold >= 0:
+        raise ValueError(f"active_units: threshold must be >= 0, got {threshold!r}")
+    means = _latent_means(model, x, y, "active_units")
+    if len(means) < 2:
+        raise ValueError(f"active_units: x has {len(means)} example(s); a variance needs at least 2")
+    variances = means.var(axis=0)  # (Z,)
+    return int((variances > threshold).sum()), variances
+
+
+def kl_per_dimension(model, x, y=None):
+    """Mean over the examples of KL(q(z_j|x) ‖ N(0, 1)) for each latent dimension j, shape (z_dim,):
+
+        KL_j = ½ (σ_j² + μ_j² − 1 − log σ_j²)   (Kingma & Welling 2014, Appendix B, one term of the sum),
+
+    for models whose ``encode(x)`` returns the (μ, log σ²) of a diagonal Gaussian q(z|x). The entries sum
+    to the batch-mean KL term of the ELBO; dimensions near 0 have collapsed to the prior.
+    """
+    mu, logvar = _gaussian_posterior(model, x, y, "kl_per_dimension")
+    return (0.5 * (numpy.exp(logvar) + mu**2 - 1.0 - logvar)).mean(axis=0)
+
+
+def mutual_information(model, x, rng, n_samples=1, y=None):
+    """Estimate I_q(x; z), the mutual information between the examples and their codes under q.
+
+    Hoffman & Johnson (2016, eq. 3-4, "ELBO surgery") split the average KL term of the ELBO as
+
+        (1/N) Σ_n KL(q(z|x_n) ‖ p(z)) = I_q(x; z) + KL(q(z) ‖ p(z)),   q(z) = (1/N) Σ_n q(z|x_n),
+
+    with x uniform over the N examples. We use the standard minibatch estimator
+
+        Î = (1/N) Σ_n mean_s [ log q(z_ns|x_n) − log (1/N) Σ_m q(z_ns|x_m) ],   z_ns ~ q(z|x_n),
+
+    drawing ``n_samples`` codes per example, for a diagonal-Gaussian q(z|x) given by ``model.encode``.
+    Bias: Î is the information between z and the *index* n of an example of this batch, so it can never
+    exceed log N (the entropy of the index) and saturates there when codes are sharp (a downward bias);
+    with broad codes the N-component mixture standing in for the population q(z) is lumpier than it, and
+    Î can come out a little high (about 4% on a 2-D Gaussian example with N = 2,000 in the tests). It is
+    consistent as N → ∞; compare values only at equal N.
+    Returns a float in nats.
+    """
+    _check_positive_int("mutual_information", "n_samples", n_samples)
+    rng = as_generator(rng)
+    mu, logvar = _gaussian_posterior(model, x, y, "mutual_information")  # (N, Z) each
+    n = len(mu)
+    inv_var = numpy.exp(-logvar)  # (N, Z)
+    # log q(z|x_m) for rows z against every m: −½ Σ_j [log 2π + lv_mj + (z_j − μ_mj)² / σ_mj²], with the
+    # square expanded into matrix products so memory is (rows, N), never (rows, N, Z).
+    const = -0.5 * (mu.shape[1] * LOG_2PI + logvar.sum(axis=1) + (mu**2 * inv_var).sum(axis=1))  # (N,)
+    total = 0.0
+    for _ in range(n_samples):
+        z = mu + numpy.exp(0.5 * logvar) * rng.standard_normal(mu.shape)  # (N, Z): z_n ~ q(z|x_n)
+        log_q_all = const - 0.5 * (z**2) @ inv_var.T + z @ (mu * inv_var).T  # (N, N): [n, m] = log q(z_n|x_m)
+        log_q_own = numpy.diagonal(log_q_all)  # (N,)
+        log_q_aggregate = _logsumexp(log_q_all, axis=1) - math.log(n)  # (N,)
+        total += (log_q_own - log_q_aggregate).mean()
+    return float(total / n_samples)
+
+
+def attribute_vector(model, x, mask, y=None):
+    """The latent direction of an attribute (White 2016, "Sampling Generative Networks", Sec. 2.4):
+
+        v = mean_{n: mask_n} E_q[z | x_n] − mean_{n: not mask_n} E_q[z | x_n],
+
+    using ``model.latent_mean``. Apply it with ``model.decode(z + alpha * v)``. ``mask`` is a boolean
+    array of shape (B,) marking the examples that have the attribute. Returns shape (z_dim,).
+    """
+    mask = numpy.asarray(mask)
+    n = numpy.shape(x)[0] if numpy.ndim(x) else 0
+    if mask.dtype != bool or mask.shape != (n,):
+        raise ValueError(
+            f"attribute_vector: mask must be a boolean array of shape ({n},) (one flag per example), got "
+            f"shape {mask.shape} and dtype {mask.dtype}"
+        )
+    with_count = int(mask.sum())
+    if with_count == 0 or with_count == n:
+        raise ValueError(
+            f"attribute_vector: mask marks {with_count} of {n} examples; both the group with the attribute "
+            "and the group without it need at least one example"
+        )
+    means = _latent_means(model, x, y, "attribute_vector")
+    return means[mask].mean(axis=0) - means[~mask].mean(axis=0)
+
+
+# ----- helpers -----
+def _logsumexp(a, axis):
+    """log Σ exp(a) along axis in NumPy, shifted by the maximum; all −inf gives −inf."""
+    shift = a.max(axis=axis, keepdims=True)
+    shift = numpy.where(numpy.isfinite(shift), shift, 0.0)
+    with numpy.errstate(divide="ignore"):
+        return numpy.log(numpy.exp(a - shift).sum(axis=axis)) + numpy.squeeze(shift, axis=axis)
+
+
+def _check_positive_int(function, name, value):
+    if not isinstance(value, int | numpy.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{function}: {name} must be a positive integer, got {value!r}")
+
+
+def _checked(model, x, y):
+    """x as the model's checked array (B, x_dim) and y as checked labels (None for unconditional models)."""
+    data = model.check_x(x).numpy()
+    return data, model.check_y(y, len(data))
+
+
+def _latent_means(model, x, y, function):
+    data, labels = _checked(model, x, y)
+    with no_grad():
+        means = model.latent_mean(data, labels)
+    means = numpy.asarray(means.numpy() if hasattr(means, "numpy") else means, dtype=numpy.float64)
+    if means.ndim != 2 or len(means) != len(data):
+        raise ValueError(
+            f"{function}: model {model.name!r} returned latent means of shape {means.shape}; expected "
+            f"({len(data)}, z_dim)"
+        )
+    return means
+
+
+def _gaussian_posterior(model, x, y, function):
+    """(μ, log σ²) of a diagonal-Gaussian q(z|x) as float64 arrays (B, Z), or an error naming the model."""
+    data, labels = _checked(model, x, y)
+    with no_grad():
+        encoded = model.encode(data) if labels is None else model.encode(data, labels)
+    if not (isinstance(encoded, tuple) and len(encoded) == 2):
+        raise TypeError(
+            f"{function}: model {model.name!r} ({type(model).__name__}) has no diagonal-Gaussian posterior: "
+            f"encode(x) returned {type(encoded).__name__}, expected a (mu, logvar) pair"
+        )
+    mu, logvar = (
+        numpy.asarray(t.numpy() if hasattr(t, "numpy") else t, dtype=numpy.float64) for t in encoded
+    )
+    if mu.shape != logvar.shape or mu.ndim != 2:
+        raise TypeError(
+            f"{function}: model {model.name!r} encode(x) returned mu {mu.shape} and logvar {logvar.shape}; "
+            "expected two arrays of shape (batch, z_dim)"
+        )
+    return mu, logvar
