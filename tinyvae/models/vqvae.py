@@ -165,9 +165,8 @@ class VQVAE(Model):
         # M_k = e_k), so the first update averages the old code with its new members (no division by 0).
         self.ema_count = numpy.ones(c.codebook_size)  # (K,) N_k, float64
         self.ema_sum = codes.astype(numpy.float64)  # (K, D) M_k
-        self.steps_unused = numpy.zeros(
-            c.codebook_size, dtype=numpy.int64
-        )  # (K,) training calls since chosen
+        # (K,) training calls since each code was last chosen; drives dead-code restart
+        self.steps_unused = numpy.zeros(c.codebook_size, dtype=numpy.int64)
         self.codebook_initialised = not c.kmeans_init
         self.training_steps = 0  # loss() calls in training mode
         self.reset_usage()
@@ -177,9 +176,8 @@ class VQVAE(Model):
         """z of shape (n, L·D) or (n, L, D) as a Tensor of shape (n, L, D), or a clear error."""
         data = z.data if isinstance(z, Tensor) else numpy.asarray(z)
         L, D = self.num_vectors, self.code_dim
-        if not (data.ndim == 2 and data.shape[1] == L * D) and not (
-            data.ndim == 3 and data.shape[1:] == (L, D)
-        ):
+        flat_ok = data.ndim == 2 and data.shape[1] == L * D
+        if not flat_ok and not (data.ndim == 3 and data.shape[1:] == (L, D)):
             raise ValueError(
                 f"{self.name}: z has shape {data.shape} but the decoder expects (n, {L * D}) or "
                 f"(n, {L}, {D}) (latent_vectors L = {L}, code_dim D = {D})"
