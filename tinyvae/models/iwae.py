@@ -25,6 +25,8 @@ from tinyvae.models.vae import VAE, VAEConfig
 
 @dataclasses.dataclass
 class IWAEConfig(VAEConfig):
+    """VAEConfig plus K, the number of importance samples in the bound (Burda et al. 2016, eq. 8)."""
+
     k: int = 5  # importance samples per example (K in Burda et al. 2016); 1 gives the VAE's ELBO
     # The VAE's beta, warmup_steps and free_bits weight a separate KL term, which the IWAE bound does not
     # have, so they must keep their defaults; analytic_kl is ignored (log q(z|x) enters through log w_k).
