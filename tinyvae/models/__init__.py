@@ -7,8 +7,9 @@ from tinyvae.models.beta_vae import BetaVAE, BetaVAEConfig
 from tinyvae.models.cvae import CVAE, CVAEConfig
 from tinyvae.models.hvae import HVAE, HVAEConfig
 from tinyvae.models.vae import VAE, VAEConfig
+from tinyvae.models.vqvae import VQVAE, VQVAEConfig
 
-MODELS = {cls.name: cls for cls in (VAE, BetaVAE, CVAE, HVAE, AE)}
+MODELS = {cls.name: cls for cls in (VAE, BetaVAE, VQVAE, CVAE, HVAE, AE)}
 
 
 def build(name, **config):
@@ -34,5 +35,7 @@ __all__ = [
     "Model",
     "ModelConfig",
     "VAEConfig",
+    "VQVAE",
+    "VQVAEConfig",
     "build",
 ]
