@@ -74,6 +74,8 @@ def test_registry_builds_each_model_by_name():
             fields["n_classes"] = 3
         if name == "hvae":  # one size per stochastic layer; z_dim follows the bottom one
             fields.update(z_dims=(2, 1), z_dim=2)
+        if name == "linear":  # linear maps and a Gaussian decoder, by definition
+            fields.update(hidden=(), likelihood="gaussian")
         model = models.build(name, **fields)
         assert isinstance(model, cls) and model.name == name
     with pytest.raises(ValueError, match=r"unknown model 'vea'; choose one of \["):

@@ -1,7 +1,7 @@
 """tinyvae: variational autoencoders from scratch on NumPy, with a small autodiff engine whose every
 backward pass is written by hand (see ``tinyvae/ops``) and checked against finite differences."""
 
-from tinyvae import backend, functional, nn, optim
+from tinyvae import backend, evaluate, functional, models, nn, optim
 from tinyvae.autodiff import GraphError, is_grad_enabled, no_grad, sum_to_shape
 from tinyvae.gradcheck import GradcheckError, gradcheck
 from tinyvae.ops import broadcast_to, concatenate, stack
@@ -17,9 +17,11 @@ __all__ = [
     "backend",
     "broadcast_to",
     "concatenate",
+    "evaluate",
     "functional",
     "gradcheck",
     "is_grad_enabled",
+    "models",
     "nn",
     "no_grad",
     "optim",

@@ -6,10 +6,12 @@ from tinyvae.models.base import LossResult, Model, ModelConfig
 from tinyvae.models.beta_vae import BetaVAE, BetaVAEConfig
 from tinyvae.models.cvae import CVAE, CVAEConfig
 from tinyvae.models.hvae import HVAE, HVAEConfig
+from tinyvae.models.iwae import IWAE, IWAEConfig
+from tinyvae.models.linear import LinearGaussianConfig, LinearGaussianVAE
 from tinyvae.models.vae import VAE, VAEConfig
 from tinyvae.models.vqvae import VQVAE, VQVAEConfig
 
-MODELS = {cls.name: cls for cls in (VAE, BetaVAE, VQVAE, CVAE, HVAE, AE)}
+MODELS = {cls.name: cls for cls in (VAE, BetaVAE, IWAE, VQVAE, CVAE, HVAE, LinearGaussianVAE, AE)}
 
 
 def build(name, **config):
@@ -29,6 +31,10 @@ __all__ = [
     "CVAEConfig",
     "HVAE",
     "HVAEConfig",
+    "IWAE",
+    "IWAEConfig",
+    "LinearGaussianConfig",
+    "LinearGaussianVAE",
     "MODELS",
     "VAE",
     "LossResult",
