@@ -200,3 +200,17 @@ def test_posterior_statistics_name_models_without_a_gaussian_posterior():
     model.encode = lambda x, y=None: numpy.zeros((3, 2))  # a point-estimate encoder, as in an AE
     with pytest.raises(TypeError, match="model 'linear' .*no diagonal-Gaussian posterior"):
         evaluate.kl_per_dimension(model, data(3))
+
+
+def test_codebook_usage_delegates_to_the_vq_model_and_refuses_others():
+    """evaluate.codebook_usage reports the VQ-VAE's code usage on x (perplexity between 1 and K, counts that
+    sum to B·L) and names the model when it has no codebook."""
+    from tinyvae.models import VAE, VQVAE, VAEConfig, VQVAEConfig
+
+    x = (numpy.random.default_rng(0).uniform(size=(20, 6)) < 0.5).astype(numpy.float32)
+    model = VQVAE(VQVAEConfig(x_dim=6, z_dim=2, hidden=(4,), codebook_size=8, latent_vectors=2))
+    usage = evaluate.codebook_usage(model, x)
+    assert usage["counts"].sum() == 40 and 1.0 <= usage["perplexity"] <= 8.0
+    assert usage["codes_used"] == (usage["counts"] > 0).sum()
+    with pytest.raises(TypeError, match="model 'vae' has no codebook"):
+        evaluate.codebook_usage(VAE(VAEConfig(x_dim=6)), x)

@@ -155,6 +155,19 @@ def attribute_vector(model, x, mask, y=None):
 
 
 # ----- helpers -----
+def codebook_usage(model, x):
+    """For a vector-quantised model: how the examples x use the codebook, as
+    ``{"perplexity", "codes_used", "counts"}``. Perplexity is exp(H) of the average code distribution: K when
+    all K codes are used equally, 1 when one code takes everything (van den Oord et al. 2017 report it to
+    show codebook collapse)."""
+    if not hasattr(model, "codebook_usage"):
+        raise TypeError(
+            f"codebook_usage: model {getattr(model, 'name', type(model).__name__)!r} has no codebook; "
+            "it applies to vector-quantised models (vqvae)"
+        )
+    return model.codebook_usage(x)
+
+
 def _logsumexp(a, axis):
     """log Σ exp(a) along axis in NumPy, shifted by the maximum; all −inf gives −inf."""
     shift = a.max(axis=axis, keepdims=True)
