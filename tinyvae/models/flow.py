@@ -27,6 +27,9 @@ from tinyvae.models.vae import VAE, VAEConfig
 
 @dataclasses.dataclass
 class FlowVAEConfig(VAEConfig):
+    """The VAE's settings plus the flow: K = ``flow_steps`` layers of kind ``flow`` (Rezende & Mohamed 2015,
+    eq. 10 for planar, eq. 14 for radial)."""
+
     flow_steps: int = 4  # K, the number of flow layers; 0 gives the Gaussian VAE with a sampled KL
     flow: str = "planar"  # "planar" (eq. 10) or "radial" (eq. 14)
     # analytic_kl is ignored (the flow's KL has no closed form); free_bits must stay 0, since the sampled

@@ -46,6 +46,8 @@ from tinyvae.models.vae import VAEConfig, make_decoder
 
 @dataclasses.dataclass
 class MixtureVAEConfig(VAEConfig):
+    """The VAE's settings plus K = ``components``, the size of the mixture q(z|x) = Σ_k π_k N(μ_k, σ_k²)."""
+
     components: int = 4  # K, the number of Gaussians in q(z|x); 1 gives the Gaussian VAE with a sampled KL
     # analytic_kl is ignored (a mixture's KL has no closed form); free_bits must stay 0, since the sampled
     # KL of a mixture does not split into per-dimension terms. beta and warmup_steps work as in the VAE.
