@@ -214,3 +214,20 @@ def test_codebook_usage_delegates_to_the_vq_model_and_refuses_others():
     assert usage["codes_used"] == (usage["counts"] > 0).sum()
     with pytest.raises(TypeError, match="model 'vae' has no codebook"):
         evaluate.codebook_usage(VAE(VAEConfig(x_dim=6)), x)
+
+
+@pytest.mark.parametrize("name", ["flow", "mixture", "hvae", "ae", "vqvae"])
+def test_gaussian_only_estimates_refuse_other_posteriors(name):
+    """Per-dimension KL and I_q(x; z) read q(z|x) as one diagonal Gaussian against N(0, I); a flow's base
+    density, a mixture, a hierarchy's bottom layer or a code is not that, so the estimate is refused."""
+    from tinyvae import models
+
+    fields = {"x_dim": 6, "z_dim": 2, "hidden": (4,)}
+    if name == "hvae":
+        fields["z_dims"] = (2, 1)
+    x = numpy.zeros((3, 6), dtype=numpy.float32)
+    model = models.build(name, **fields)
+    with pytest.raises(TypeError, match=rf"model '{name}'.*no diagonal-Gaussian posterior"):
+        evaluate.kl_per_dimension(model, x)
+    with pytest.raises(TypeError, match=rf"model '{name}'.*no diagonal-Gaussian posterior"):
+        evaluate.mutual_information(model, x, numpy.random.default_rng(0))

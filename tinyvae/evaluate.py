@@ -202,6 +202,12 @@ def _latent_means(model, x, y, function):
 
 def _gaussian_posterior(model, x, y, function):
     """(μ, log σ²) of a diagonal-Gaussian q(z|x) as float64 arrays (B, Z), or an error naming the model."""
+    if not getattr(model, "gaussian_posterior", False):
+        raise TypeError(
+            f"{function}: model {model.name!r} ({type(model).__name__}) has no diagonal-Gaussian posterior "
+            "against an N(0, I) prior, which this estimate needs (flows, mixtures, hierarchical and "
+            "quantised posteriors are not)"
+        )
     data, labels = _checked(model, x, y)
     with no_grad():
         encoded = model.encode(data) if labels is None else model.encode(data, labels)

@@ -5,13 +5,18 @@ from tinyvae.models.ae import AE, AEConfig
 from tinyvae.models.base import LossResult, Model, ModelConfig
 from tinyvae.models.beta_vae import BetaVAE, BetaVAEConfig
 from tinyvae.models.cvae import CVAE, CVAEConfig
+from tinyvae.models.flow import FlowVAE, FlowVAEConfig
 from tinyvae.models.hvae import HVAE, HVAEConfig
 from tinyvae.models.iwae import IWAE, IWAEConfig
 from tinyvae.models.linear import LinearGaussianConfig, LinearGaussianVAE
+from tinyvae.models.mixture import MixtureVAE, MixtureVAEConfig
 from tinyvae.models.vae import VAE, VAEConfig
 from tinyvae.models.vqvae import VQVAE, VQVAEConfig
 
-MODELS = {cls.name: cls for cls in (VAE, BetaVAE, IWAE, VQVAE, CVAE, HVAE, LinearGaussianVAE, AE)}
+MODELS = {
+    cls.name: cls
+    for cls in (VAE, BetaVAE, IWAE, VQVAE, CVAE, HVAE, MixtureVAE, FlowVAE, LinearGaussianVAE, AE)
+}
 
 
 def build(name, **config):
@@ -29,6 +34,8 @@ __all__ = [
     "BetaVAEConfig",
     "CVAE",
     "CVAEConfig",
+    "FlowVAE",
+    "FlowVAEConfig",
     "HVAE",
     "HVAEConfig",
     "IWAE",
@@ -38,6 +45,8 @@ __all__ = [
     "MODELS",
     "VAE",
     "LossResult",
+    "MixtureVAE",
+    "MixtureVAEConfig",
     "Model",
     "ModelConfig",
     "VAEConfig",

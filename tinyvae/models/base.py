@@ -152,6 +152,9 @@ class Model(nn.Module):
     name = "model"
     config_class = ModelConfig
     conditional = False  # True for models that need a label y
+    # True when encode(x) returns the (μ, log σ²) of q(z|x) itself against an N(0, I) prior, so per-dimension
+    # KLs and I_q(x; z) can be computed from it (tinyvae.evaluate); False for flows, mixtures, hierarchies.
+    gaussian_posterior = False
 
     def __init__(self, config):
         super().__init__()

@@ -61,6 +61,7 @@ class FlowVAE(VAE):
     """
 
     name = "flow"
+    gaussian_posterior = False  # encode gives the base density q_0; the posterior is q_K, after the flow
     config_class = FlowVAEConfig
 
     def __init__(self, config):

@@ -70,6 +70,7 @@ class LinearGaussianVAE(Model):
     """
 
     name = "linear"
+    gaussian_posterior = True
     config_class = LinearGaussianConfig
 
     def __init__(self, config):

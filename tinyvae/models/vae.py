@@ -65,6 +65,7 @@ class VAE(Model):
 
     name = "vae"
     config_class = VAEConfig
+    gaussian_posterior = True
 
     def __init__(self, config):
         super().__init__(config)
