@@ -3,6 +3,7 @@ interface, bad settings, and that it trains."""
 
 import numpy
 import pytest
+from training import prototype_dataset, train
 
 import tinyvae as tv
 from tinyvae.models import VAE, VAEConfig
@@ -141,19 +142,8 @@ def test_flow_vae_trains_on_a_small_synthetic_dataset(flow):
     4 flow layers) raise the ELBO by at least 30% of its starting value (mean of the first vs last 20
     steps), and the flow ends up contributing a nonzero log-determinant."""
     rng = numpy.random.default_rng(0)
-    prototypes = rng.uniform(size=(4, 16)) < 0.5
-    flips = rng.uniform(size=(512, 16)) < 0.05
-    data = (prototypes[rng.integers(4, size=512)] ^ flips).astype(numpy.float32)
+    data, _, _ = prototype_dataset(rng)
     model = FlowVAE(FlowVAEConfig(x_dim=16, z_dim=2, hidden=(32,), seed=0, flow=flow, flow_steps=4))
-    optimizer = tv.optim.Adam(model.parameters(), lr=1e-2)
-    history = []
-    for _ in range(300):
-        batch = data[rng.integers(512, size=64)]
-        optimizer.zero_grad()
-        result = model.loss(batch, rng)
-        result.loss.backward()
-        optimizer.step()
-        history.append(result.elbo.mean())
-    first, last = numpy.mean(history[:20]), numpy.mean(history[-20:])
+    first, last, result = train(model, data, rng)
     assert last > first + 0.3 * abs(first), (first, last)
     assert abs(result.log_det.mean()) > 1e-3

@@ -3,6 +3,7 @@ weights, the top-down prior sampler, T = 3, bad configs, and that it trains."""
 
 import numpy
 import pytest
+from training import prototype_dataset, train
 
 import tinyvae as tv
 from tinyvae.models.hvae import HVAE, HVAEConfig
@@ -175,18 +176,7 @@ def test_hvae_trains_on_a_small_synthetic_dataset():
     seed 0) of a two-layer HVAE raise the ELBO by at least 40% of its starting value (seen: −10.76 to
     −5.29)."""
     rng = numpy.random.default_rng(0)
-    prototypes = rng.uniform(size=(4, 16)) < 0.5
-    flips = rng.uniform(size=(512, 16)) < 0.05
-    data = (prototypes[rng.integers(4, size=512)] ^ flips).astype(numpy.float32)
+    data, _, _ = prototype_dataset(rng)
     model = HVAE(HVAEConfig(x_dim=16, z_dims=(4, 2), hidden=(32,), seed=0))
-    optimizer = tv.optim.Adam(model.parameters(), lr=1e-2)
-    history = []
-    for _ in range(300):
-        batch = data[rng.integers(512, size=64)]
-        optimizer.zero_grad()
-        result = model.loss(batch, rng)
-        result.loss.backward()
-        optimizer.step()
-        history.append(result.elbo.mean())
-    first, last = numpy.mean(history[:20]), numpy.mean(history[-20:])
+    first, last, result = train(model, data, rng)
     assert last > first + 0.4 * abs(first), (first, last)

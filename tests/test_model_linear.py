@@ -5,6 +5,7 @@ import math
 
 import numpy
 import pytest
+from training import train
 
 import tinyvae as tv
 from tinyvae.models.linear import LinearGaussianConfig, LinearGaussianVAE
@@ -245,16 +246,7 @@ def test_linear_model_trains_to_the_maximum_likelihood_ppca():
     true_W = rng.normal(size=(2, 8)) * 1.5
     data = (rng.normal(size=(1024, 2)) @ true_W + 1.0 + rng.normal(size=(1024, 8))).astype(numpy.float32)
     model = LinearGaussianVAE(LinearGaussianConfig(x_dim=8, z_dim=2, seed=0, gaussian_logvar=0.0))
-    optimizer = tv.optim.Adam(model.parameters(), lr=2e-2)
-    history = []
-    for _ in range(400):
-        batch = data[rng.integers(1024, size=64)]
-        optimizer.zero_grad()
-        result = model.loss(batch, rng)
-        result.loss.backward()
-        optimizer.step()
-        history.append(result.elbo.mean())
-    first, last = numpy.mean(history[:20]), numpy.mean(history[-20:])
+    first, last, _ = train(model, data, rng, steps=400, lr=2e-2)
     log_px = model.log_marginal(data).mean()
     best = ppca_maximum_log_likelihood(data.astype(numpy.float64), 2, 1.0)
     gap = log_px - model.exact_elbo(data).mean()

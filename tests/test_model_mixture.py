@@ -3,6 +3,7 @@ importance weights against NumPy references, the interface, bad settings, and th
 
 import numpy
 import pytest
+from training import train
 
 import tinyvae as tv
 from tinyvae.models import VAE, VAEConfig
@@ -177,16 +178,7 @@ def test_mixture_vae_trains_on_a_bimodal_dataset():
     labels = rng.integers(2, size=512)
     data = (prototypes[labels] ^ (rng.uniform(size=(512, 16)) < 0.05)).astype(numpy.float32)
     model = MixtureVAE(MixtureVAEConfig(x_dim=16, z_dim=2, hidden=(32,), components=3, seed=0))
-    optimizer = tv.optim.Adam(model.parameters(), lr=1e-2)
-    history = []
-    for _ in range(300):
-        batch = data[rng.integers(512, size=64)]
-        optimizer.zero_grad()
-        result = model.loss(batch, rng)
-        result.loss.backward()
-        optimizer.step()
-        history.append(result.elbo.mean())
-    first, last = numpy.mean(history[:20]), numpy.mean(history[-20:])
+    first, last, result = train(model, data, rng)
     assert last > first + 0.4 * abs(first), (first, last)
     with tv.no_grad():
         means = model.latent_mean(model.check_x(data))
