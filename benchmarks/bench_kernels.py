@@ -1,0 +1,132 @@
+"""Fused elementwise kernels, each version side by side in one run: the Adam update and the Bernoulli
+log-likelihood (row sums + gradient), NumPy reference against numba, float32; plus numba's first-call
+compile time and the cached start-up time, each measured in a fresh process.
+
+    python benchmarks/bench_kernels.py [--rounds 15] [--threads 1,2] [--markdown]
+
+Each thread count runs in its own process with OMP_NUM_THREADS / NUMBA_NUM_THREADS set before NumPy and
+numba are imported. Times are medians over rounds; in each round the versions run back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+ADAM_PARAMETERS = 652_824  # the MLP VAE 784-400-20's parameter count (two 20-unit heads)
+BERNOULLI_BATCHES = (16, 128, 512)
+
+
+def worker(rounds):
+    import time
+
+    import numpy as np
+    from tinyvae.kernels import adam, bernoulli
+
+    def median_ms(fn, repeat):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1e3)
+
+    rng = np.random.default_rng(0)
+    results = {}
+    p = rng.standard_normal(ADAM_PARAMETERS).astype(np.float32)
+    g, m, v = rng.standard_normal(ADAM_PARAMETERS).astype(np.float32), np.zeros_like(p), np.zeros_like(p)
+    work = np.empty_like(p)
+    args = (1e-3, 1e-8, 0.9, 0.999, work)
+    adam.adam_update_numba(p, g, m, v, *args)  # compile / load before timing
+    samples = {"numpy": [], "numba": []}
+    for _ in range(rounds):
+        samples["numpy"].append(median_ms(lambda: adam.adam_update_numpy(p, g, m, v, *args), 10))
+        samples["numba"].append(median_ms(lambda: adam.adam_update_numba(p, g, m, v, *args), 10))
+    results["adam"] = {name: float(np.median(t)) for name, t in samples.items()}
+
+    for batch in BERNOULLI_BATCHES:
+        logits = (3 * rng.standard_normal((batch, 784))).astype(np.float32)
+        x = (rng.uniform(size=(batch, 784)) < 0.3).astype(np.float32)
+        bernoulli.bernoulli_numba(logits, x)
+        samples = {"numpy": [], "numba": []}
+        for _ in range(rounds):
+            samples["numpy"].append(median_ms(lambda l=logits, t=x: bernoulli.bernoulli_numpy(l, t), 10))
+            samples["numba"].append(median_ms(lambda l=logits, t=x: bernoulli.bernoulli_numba(l, t), 10))
+        results[f"bernoulli b{batch}"] = {name: float(np.median(t)) for name, t in samples.items()}
+    print(json.dumps(results))
+
+
+def startup_seconds(cache_dir):
+    """First call of each numba kernel in a fresh process, with the given numba cache directory."""
+    code = (
+        "import json, numpy as np\n"
+        "from tinyvae.kernels import adam, bernoulli, codebook\n"
+        "z = np.zeros((4, 3), np.float32)\n"
+        "adam.adam_update_numba(z.copy(), z, z.copy(), z.copy(), 1e-3, 1e-8, 0.9, 0.999)\n"
+        "bernoulli.bernoulli_numba(z, z)\n"
+        "codebook.nearest_code_numba(z, z)\n"
+        "kernels = {'adam': adam, 'bernoulli': bernoulli, 'codebook': codebook}\n"
+        "print(json.dumps({name: k.COMPILE_SECONDS['numba'] for name, k in kernels.items()}))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.rounds)
+        return
+
+    by_threads = {}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+        env["NUMBA_NUM_THREADS"] = str(threads)
+        command = [sys.executable, __file__, "--worker", "--rounds", str(args.rounds)]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        by_threads[threads] = json.loads(out.stdout)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold = startup_seconds(cache_dir)
+        warm = startup_seconds(cache_dir)
+
+    lines = [
+        f"Machine: {cpu_model()}, {os.cpu_count()} CPUs; "
+        f"date {datetime.date.today()}; command `python benchmarks/bench_kernels.py --rounds {args.rounds}`.",
+        "",
+        "| kernel | threads | NumPy ms | numba ms | numba / NumPy |",
+        "|---|---|---|---|---|",
+    ]
+    for threads, results in by_threads.items():
+        for kernel, times in results.items():
+            ratio = times["numba"] / times["numpy"]
+            lines.append(
+                f"| {kernel} | {threads} | {times['numpy']:.3f} | {times['numba']:.3f} | {ratio:.2f}× |"
+            )
+    lines += ["", "| numba kernel | first call, empty cache (s) | first call, cached (s) |", "|---|---|---|"]
+    for kernel in cold:
+        lines.append(f"| {kernel} | {cold[kernel]:.2f} | {warm[kernel]:.2f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
