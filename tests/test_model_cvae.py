@@ -167,7 +167,7 @@ def test_cvae_trains_and_samples_each_class_near_its_prototype():
     data, labels, prototypes = prototype_dataset(rng)
     model = CVAE(CVAEConfig(x_dim=16, z_dim=2, hidden=(32,), n_classes=4, seed=0))
     first, last, _ = train(model, data, rng, labels=labels)
-    assert last > first + 0.5 * abs(first), (first, last)  # seen: -9.27 → -2.98
+    assert last > first + 0.5 * abs(first), (first, last)  # seen: -9.29 → -3.09
 
     model.eval()
     for c in range(4):
