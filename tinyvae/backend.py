@@ -18,6 +18,7 @@ registry (``tinyvae.kernels``) looks at :func:`current`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -40,14 +41,30 @@ class BackendError(RuntimeError):
 def load_numba():
     """Import numba the way tinyvae wants it, or raise ImportError. Kernels import numba only through here.
 
-    numba's default threading layer, next to a multi-threaded OpenBLAS, made a 2-thread training step 3-5x
-    slower here (both thread pools spinning on 2 cores); the workqueue layer does not spin. The variable
-    must be set before numba starts its threads; a user's own setting is respected.
+    Threading layer: OpenMP first when numba has it, else workqueue (a user's own NUMBA_THREADING_LAYER or
+    priority is respected). Measured here: launching a ``prange`` kernel costs ~2 µs under OpenMP and
+    70-100 µs under workqueue, which sleeps its threads; at ten parameters an Adam step that is 1 ms. The
+    catch with OpenMP (issue 4's threading trap): its threads spin after a parallel region, and beside a
+    multi-threaded OpenBLAS on 2 cores that made a training step 3-5x slower. So the memory-bound kernels
+    run their ``prange`` loops on one thread (see :func:`numba_threads`): ``prange`` is there because it
+    lets numba vectorise the loop (its iterations are declared independent), not for the threads.
     """
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "omp workqueue tbb")
     import numba
 
     return numba
+
+
+@contextlib.contextmanager
+def numba_threads(count):
+    """Run numba parallel regions inside the block on ``count`` threads (restored afterwards)."""
+    numba = load_numba()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _probe_numba():
@@ -179,5 +196,9 @@ def info():
     if name != "cupy":
         details["threads"] = threads()
         if name == "numba":
-            details["numba_threading_layer"] = os.environ.get("NUMBA_THREADING_LAYER", "default")
+            numba = load_numba()
+            try:
+                details["numba_threading_layer"] = numba.threading_layer()
+            except ValueError:  # no parallel region has run yet, so no layer is chosen
+                details["numba_threading_layer"] = "chosen at the first parallel kernel"
     return details
