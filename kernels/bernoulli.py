@@ -158,8 +158,9 @@ def bernoulli_log_likelihood(logits, x, want_grad=True, *, backend=None):
 
     CuPy arrays go to the CuPy version. NumPy arrays go to the NumPy version under *both* CPU backends
     unless ``backend`` names one: this machine's numba has no SVML, so its exp and log are scalar libm calls,
-    while NumPy's float32 exp/log are SIMD; measured at (128, 784), float32, 1 thread: numba 0.88 ms against
-    NumPy 0.62 ms (benchmarks/RESULTS.md). The numba version only wins with 2+ threads at large batches.
+    while NumPy's float32 exp/log are SIMD; measured at (128, 784), float32, 1 thread: numba 0.75 ms against
+    NumPy 0.62 ms (benchmarks/RESULTS.md). The numba version wins only with 2 threads (0.39 ms), where its
+    OpenMP threads would compete with BLAS's in a training step: not routed until that is measured.
     """
     if backend is None:
         backend = "cupy" if array_module(logits) is not np else "numpy"
