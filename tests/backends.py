@@ -6,6 +6,7 @@ import pytest
 import tinyvae as tv
 
 BACKENDS = ["numpy", "numba", "cupy"]
+CPU_BACKENDS = ["numpy", "numba"]  # the engine-level tests hold NumPy arrays; CuPy is checked per kernel
 
 
 def require_backend(name):

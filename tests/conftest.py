@@ -8,10 +8,30 @@ compile or allocate, and speed is measured in benchmarks/, never in tests.
 
 import os
 
+import pytest
+from backends import CPU_BACKENDS, require_backend
 from hypothesis import HealthCheck, settings
 
+import tinyvae as tv
+
+# The `backend` fixture below is function-scoped but holds no per-example state, so hypothesis may reuse it.
+SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile(
-    "ci", derandomize=True, deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
+    "ci", derandomize=True, deadline=None, max_examples=40, suppress_health_check=SUPPRESSED
 )
-settings.register_profile("dev", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, max_examples=40, suppress_health_check=SUPPRESSED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def backend(request):
+    """Run the test once under each CPU backend that can run here (skipped, with the reason, otherwise).
+
+    The ops are the same code under every backend; what changes is the kernel behind them (the codebook
+    search of F.vector_quantize, the Adam update), so the gradient checks that reach a kernel take this.
+    """
+    require_backend(request.param)
+    previous = tv.backend.current()
+    tv.backend.use(request.param)
+    yield request.param
+    tv.backend.use(previous)

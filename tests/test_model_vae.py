@@ -40,7 +40,7 @@ def loss_with_fixed_noise(model, x, seed=2):
     ],
     ids=["bernoulli", "gaussian-learned-variance", "beta", "free-bits", "monte-carlo-kl"],
 )
-def test_vae_loss_passes_gradcheck_in_every_parameter(overrides):
+def test_vae_loss_passes_gradcheck_in_every_parameter(overrides, backend):
     """With the noise fixed, the negative (β-weighted) ELBO is a smooth function of every weight, and its
     backward pass matches finite differences."""
     model = tiny_vae(**overrides)

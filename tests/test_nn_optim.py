@@ -101,7 +101,7 @@ def test_sgd_momentum_matches_the_update_rule():
         numpy.testing.assert_allclose(p.data, expected_p, rtol=1e-12)
 
 
-def test_adam_matches_algorithm_1():
+def test_adam_matches_algorithm_1(backend):
     """Adam's rearranged update equals Kingma & Ba's Algorithm 1 with bias-corrected moments."""
     p, target = quadratic_problem()
     optimizer = tv.optim.Adam([p], lr=0.01, betas=(0.9, 0.99), eps=1e-8)
@@ -188,7 +188,7 @@ def test_training_reduces_a_regression_loss():
 # ---------------------------------------------------------------- end to end
 
 
-def test_small_vae_loss_passes_gradcheck_in_every_parameter():
+def test_small_vae_loss_passes_gradcheck_in_every_parameter(backend):
     """The negative ELBO of a small MLP VAE (encoder → reparameterize → decoder → Bernoulli log-likelihood
     + Gaussian KL), with the noise held fixed, has correct gradients for every weight and bias."""
     rng = numpy.random.default_rng(0)

@@ -174,7 +174,7 @@ def _quantize_case():
 
 
 @given(_quantize_case())
-def test_vector_quantize_forward_is_nearest_code(case):
+def test_vector_quantize_forward_is_nearest_code(backend, case):
     """indices[n] = argmin_k ‖z_n − e_k‖² and z_q = codebook[indices], compared with a brute-force
     search over all codes. Where two codes are equally near up to rounding (the op expands the square,
     the reference does not) either may win, so there the check is that the chosen code is as near."""
@@ -190,7 +190,7 @@ def test_vector_quantize_forward_is_nearest_code(case):
     numpy.testing.assert_array_equal(indices[clear_winner], distances.argmin(axis=-1)[clear_winner])
 
 
-def test_vector_quantize_ties_go_to_the_lowest_index():
+def test_vector_quantize_ties_go_to_the_lowest_index(backend):
     """When z is exactly as far from several codes, the lowest index wins: z = (0.5, 0) lies halfway
     between codes 1 and 2 (both at squared distance 0.25), and code 3 duplicates code 0."""
     codebook = leaf([[5.0, 5.0], [0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
@@ -212,7 +212,7 @@ def test_straight_through_backward_is_exactly_the_identity_to_z_e(case, data):
 
 
 @given(_quantize_case())
-def test_vq_vae_codebook_and_commitment_losses_pass_gradcheck(case):
+def test_vq_vae_codebook_and_commitment_losses_pass_gradcheck(backend, case):
     """Away from ties (nearest and second-nearest squared distances more than 1e-3 apart, so a step of
     h ≤ 2e-6 cannot change the winner) the codebook loss mean ‖sg[z_e] − e_k*‖² has gradient
     2(e_k* − z_e)/N for each chosen code, and the commitment loss mean ‖z_e − sg[e_k*]‖² has gradient
