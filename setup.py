@@ -13,7 +13,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tinyvae", "tinyvae.*"]) + ["tinyvae.kernels"],
     package_dir={"tinyvae.kernels": "kernels"},
-    install_requires=["numpy>=1.24", "numba>=0.58", "matplotlib>=3.6"],
+    # tqdm: the live progress bar of `tinyvae train`.
+    install_requires=["numpy>=1.24", "numba>=0.58", "matplotlib>=3.6", "tqdm>=4.60"],
     extras_require={
         "test": TEST_REQUIRES,
         "gpu": ["cupy-cuda12x>=13"],

@@ -1,0 +1,121 @@
+"""Checkpoints: one ``.npz`` of plain arrays plus a JSON header, written atomically, read without pickle.
+
+Layout of a checkpoint file (``numpy.savez``, so any NumPy can open it with ``allow_pickle=False``):
+
+* ``meta.json``: a uint8 array holding UTF-8 JSON: the format version, the model's name and config (so
+  the model can be rebuilt), the epoch, the training RNG state, and anything the trainer adds;
+* ``model/<name>``: the model's ``state_dict()`` arrays;
+* ``optimizer/<name>``: the optimiser's ``state_dict()`` arrays.
+
+Nothing in the file can run code when loaded, and a write never leaves a half-written checkpoint under
+the final name: the arrays go to a temporary file in the same directory, which is flushed to disk and then
+renamed over the old one (a rename within a directory is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy
+
+FORMAT = "tinyvae-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, corrupt, of another format or model."""
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` so that ``path`` holds either the old or the new content, never a mix."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def save_checkpoint(path, model, optimizer=None, **meta):
+    """Write the model (and optimiser) state and ``meta`` (JSON-able values) to ``path`` atomically."""
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "config": model.config.to_dict(),
+        "model_steps": getattr(model, "training_steps", None),
+        **meta,
+    }
+    arrays = {META_KEY: numpy.frombuffer(json.dumps(header).encode("utf-8"), dtype=numpy.uint8)}
+    arrays.update({f"model/{k}": numpy.asarray(v) for k, v in model.state_dict().items()})
+    if optimizer is not None:
+        arrays.update({f"optimizer/{k}": numpy.asarray(v) for k, v in optimizer.state_dict().items()})
+    buffer = io.BytesIO()
+    numpy.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path):
+    """``(meta, model_state, optimizer_state)`` from ``path``, or a :class:`CheckpointError` saying why."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as error:  # includes "Object arrays cannot be loaded when allow_pickle=False"
+        raise CheckpointError(
+            f"checkpoint {path}: refused ({error}); checkpoints hold plain arrays only"
+        ) from error
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise CheckpointError(
+            f"checkpoint {path}: unreadable, truncated or not a .npz file ({type(error).__name__}: {error})"
+        ) from error
+    if META_KEY not in arrays:
+        raise CheckpointError(f"checkpoint {path}: no '{META_KEY}' header; not a tinyvae checkpoint")
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint {path}: the '{META_KEY}' header is not valid JSON") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not a tinyvae checkpoint (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format version {meta.get('format_version')!r}, but this tinyvae reads "
+            f"version {FORMAT_VERSION}"
+        )
+    model_state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    optimizer_state = {k[len("optimizer/") :]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    return meta, model_state, optimizer_state
+
+
+def load_model(path, expected_model=None):
+    """Rebuild the model saved in ``path`` (its class from the name, its config from the header) and load
+    its weights. ``expected_model`` (a name) refuses a checkpoint of another model type."""
+    from tinyvae import models
+
+    meta, model_state, _ = read_checkpoint(path)
+    name = meta.get("model")
+    if expected_model is not None and name != expected_model:
+        raise CheckpointError(f"checkpoint {path}: holds a {name!r} model, expected {expected_model!r}")
+    if name not in models.MODELS:
+        raise CheckpointError(f"checkpoint {path}: unknown model {name!r}; known: {sorted(models.MODELS)}")
+    cls = models.MODELS[name]
+    try:
+        model = cls(cls.config_class.from_dict(meta["config"]))
+        model.load_state_dict(model_state)
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: does not fit a {name!r} model: {error}") from error
+    if meta.get("model_steps") is not None and hasattr(model, "training_steps"):
+        model.training_steps = int(meta["model_steps"])
+    return model, meta
