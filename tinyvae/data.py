@@ -33,7 +33,7 @@ iterator. Models consume ``x`` directly (``models.build("vae", x_dim=train.x.sha
   fixed seed :data:`STATIC_BINARIZATION_SEED` (or ``rng``), so every load gives the same binary images.
 * ``binarized-dynamic`` — a fresh Bernoulli draw every epoch: ``x`` keeps the grey levels (the Bernoulli
   means) and each call of :meth:`Dataset.batches` draws new binary images. This is the convention behind
-  the published MNIST log-likelihoods (e.g. Burda et al. 2016, Sec. 5), and it regularises training.
+  the published MNIST log-likelihoods (e.g. Burda et al. 2016), and it regularises training.
 
 Why the choice matters: a Bernoulli decoder's log p(x|z) = Σ x log p + (1−x) log(1−p) is a log-likelihood
 only for x in {0, 1}; on grey levels it is a cross-entropy that no distribution normalises, so the "nats"
@@ -79,10 +79,11 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# Public mirrors of the gzipped IDX files and their SHA-256 digests. The MNIST digests are those of the
-# files whose MD5s torchvision publishes (f68b3c2d..., d53e105e..., 9fb629c4..., ec29112d...); the
-# Fashion-MNIST ones those of the files whose MD5s the Fashion-MNIST README lists (8d4fb7e6..., 25c81989...,
-# bef4ecab..., bb300cfd...). They were not re-computed here (no network): see the project notes.
+# Public mirrors of the gzipped IDX files and their SHA-256 digests. The digests are the values that several
+# independent public projects agree on; they were not recomputed from a download here (no network when this
+# was written). The published MD5s of the same files, for a check by hand: MNIST f68b3c2d, d53e105e,
+# 9fb629c4, ec29112d (torchvision); Fashion-MNIST 8d4fb7e6, 25c81989, bef4ecab, bb300cfd (its README), in
+# the order below. The Fashion-MNIST mirror is plain http: the digest is what makes the download safe.
 MIRRORS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -512,7 +513,7 @@ def moons(n, rng, std=0.1):
 
 
 def pinwheel(n, rng, arms=5, radial_std=0.3, tangential_std=0.05, rate=0.25):
-    """Curved arms, as in Johnson et al. 2016 ("Composing graphical models with neural networks", Sec. 6):
+    """Curved arms, as in Johnson et al. 2016 ("Composing graphical models with neural networks"):
     each arm is a Gaussian blob stretched along the x axis (centred at radius 1), then every point is rotated
     by its arm's angle plus ``rate · exp(radius)``, so points further out are swept further round."""
     labels = rng.integers(arms, size=n)  # (N,)
