@@ -13,8 +13,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tinyvae", "tinyvae.*"]) + ["tinyvae.kernels"],
     package_dir={"tinyvae.kernels": "kernels"},
+    package_data={"tinyvae": ["datasets/*.npz"]},  # the embedded MNIST 5k (see README, "Data")
     # tqdm: the live progress bar of `tinyvae train`.
     install_requires=["numpy>=1.24", "numba>=0.58", "matplotlib>=3.6", "tqdm>=4.60"],
+    entry_points={"console_scripts": ["tinyvae = tinyvae.cli:main"]},
     extras_require={
         "test": TEST_REQUIRES,
         "gpu": ["cupy-cuda12x>=13"],

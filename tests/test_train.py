@@ -47,9 +47,19 @@ def run(run_dir, epochs, model=None, resume_from=None):
             0,
         )
     history = train.fit(
-        model, data_train, data_test, epochs, 16, optimizer, rng, run_dir=run_dir, progress=False,
-        log=lambda line: None, start_epoch=done, history=history,
-    )  # fmt: skip
+        model,
+        data_train,
+        data_test,
+        epochs,
+        16,
+        optimizer,
+        rng,
+        run_dir=run_dir,
+        progress=False,
+        log=lambda line: None,
+        start_epoch=done,
+        history=history,
+    )
     return model, history
 
 
@@ -102,8 +112,19 @@ def test_divergence_stops_with_the_place_and_keeps_the_last_good_checkpoint(tmp_
     data_train, data_test = small_problem()
     optimizer = tv.optim.Adam(model.parameters(), lr=1e-2)
     with pytest.raises(train.TrainingDiverged, match=r"epoch 2, step 1.*'decoder.layers.0.weight'"):
-        train.fit(model, data_train, data_test, 2, 16, optimizer, numpy.random.default_rng(0),
-                  run_dir=str(tmp_path), progress=False, log=lambda line: None, start_epoch=1)  # fmt: skip
+        train.fit(
+            model,
+            data_train,
+            data_test,
+            2,
+            16,
+            optimizer,
+            numpy.random.default_rng(0),
+            run_dir=str(tmp_path),
+            progress=False,
+            log=lambda line: None,
+            start_epoch=1,
+        )
     meta, state, _ = checkpoint.read_checkpoint(str(tmp_path / "last.npz"))
     assert meta["epoch"] == 1 and numpy.isfinite(state["decoder.layers.0.weight"]).all()
 

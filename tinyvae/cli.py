@@ -1,0 +1,499 @@
+"""The ``tinyvae`` command (also ``python -m tinyvae``).
+
+tinyvae train                      # the 784-400-20 Bernoulli VAE on the embedded MNIST, with figures
+tinyvae train --model iwae --k 10 --epochs 20 --out runs/iwae
+tinyvae evaluate runs/vae-mnist5k-seed0
+tinyvae sample | reconstruct | interpolate | plot RUN
+tinyvae info                       # backends and versions
+tinyvae download mnist             # full MNIST into ~/.cache/tinyvae (needs the internet)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy
+
+DATASETS = ("mnist5k", "mnist", "fashion-mnist", "ring", "moons", "pinwheel")
+TOY_DATASETS = ("ring", "moons", "pinwheel")
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz")
+
+
+class CommandError(Exception):
+    """A user error: printed as ``tinyvae: error: <message>`` with exit status 2, no traceback."""
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def _sizes(text):
+    """'400' or '512,256' → (400,) or (512, 256)."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes like 400 or 512,256, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes like 400 or 512,256, got {text!r}")
+    return sizes
+
+
+def build_parser():
+    from tinyvae import models
+
+    parser = argparse.ArgumentParser(
+        prog="tinyvae",
+        description="Variational autoencoders from scratch on NumPy.",
+        epilog="Run `tinyvae COMMAND --help` for each command's options and an example.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model and write its run directory (metrics, checkpoints, figures)",
+        description="Train a model. Defaults: the 784-400-20 VAE with a Bernoulli decoder on the embedded "
+        "MNIST 5k (dynamic binarisation), Adam 1e-3, batch 128, 30 epochs.",
+        epilog="example: tinyvae train --model iwae --k 10 --epochs 20 --out runs/iwae",
+    )
+    train.add_argument(
+        "--model", default="vae", choices=sorted(models.MODELS), help="which model (default vae)"
+    )
+    train.add_argument(
+        "--data", default="mnist5k", choices=DATASETS, help="dataset (default mnist5k, embedded)"
+    )
+    train.add_argument("--epochs", type=_positive_int, default=30, help="epochs in total (default 30)")
+    train.add_argument("--batch-size", type=_positive_int, default=128, help="minibatch size (default 128)")
+    train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument(
+        "--latent-dim", type=_positive_int, help="latent dimensions (default 20; 2 for 2-D toys)"
+    )
+    train.add_argument("--hidden", type=_sizes, help="hidden layer sizes, e.g. 400 or 512,256 (default 400)")
+    train.add_argument("--likelihood", choices=("bernoulli", "gaussian"), help="decoder (default by dataset)")
+    train.add_argument(
+        "--pixels",
+        choices=("continuous", "binarized-static", "binarized-dynamic"),
+        help="pixel mode of the training split (default: dynamic binarisation for a Bernoulli decoder)",
+    )
+    train.add_argument("--beta", type=_non_negative_float, help="KL weight (vae, beta-vae, cvae, ...)")
+    train.add_argument("--k", type=_positive_int, help="importance samples (iwae; default 5)")
+    train.add_argument("--codebook-size", type=_positive_int, help="codes (vqvae; default 64)")
+    train.add_argument("--components", type=_positive_int, help="mixture components (mixture; default 4)")
+    train.add_argument("--flow-steps", type=_positive_int, help="flow layers (flow; default 4)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seeds the weights, shuffling and noise (default 0)"
+    )
+    train.add_argument("--out", help="run directory (default runs/MODEL-DATA-seedSEED)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    train.add_argument("--data-dir", help="where the IDX files of mnist / fashion-mnist are")
+    train.add_argument(
+        "--limit", type=_positive_int, help="use only the first N training examples (quick runs)"
+    )
+    train.add_argument(
+        "--no-progress", action="store_true", help="one line per epoch instead of a progress bar"
+    )
+    train.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
+
+    def run_command(name, help_text, example):
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=f"example: {example}",
+        )
+        sub.add_argument("run", help="a run directory made by `tinyvae train`")
+        sub.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint")
+        sub.add_argument("--seed", type=int, default=0, help="seed for any sampling (default 0)")
+        return sub
+
+    evaluate = run_command(
+        "evaluate",
+        "report the test split's k-sample log-likelihood, active units, per-dimension KL, mutual information "
+        "(and codebook perplexity for VQ); writes evaluation.json",
+        "tinyvae evaluate runs/vae-mnist5k-seed0 --k 1000",
+    )
+    evaluate.add_argument("--k", type=_positive_int, default=1000, help="importance samples (default 1000)")
+    evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N test examples")
+    sample = run_command("sample", "draw samples from the prior and save a grid", "tinyvae sample RUN --n 64")
+    sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--label", type=int, help="class to generate (conditional models)")
+    reconstruct = run_command(
+        "reconstruct", "reconstruct test examples and save them", "tinyvae reconstruct RUN"
+    )
+    reconstruct.add_argument("--n", type=_positive_int, default=10, help="examples (default 10)")
+    interpolate = run_command(
+        "interpolate", "decode the path between two test examples", "tinyvae interpolate RUN --method slerp"
+    )
+    interpolate.add_argument(
+        "--steps", type=_positive_int, default=10, help="points on the path (default 10)"
+    )
+    interpolate.add_argument("--method", choices=("linear", "slerp"), default="linear")
+    run_command("plot", "make every figure that applies to the run", "tinyvae plot RUN")
+
+    commands.add_parser(
+        "info", help="show the backends, versions and threads", epilog="example: tinyvae info"
+    )
+    download = commands.add_parser(
+        "download",
+        help="fetch the IDX files of mnist or fashion-mnist (SHA-256 checked)",
+        epilog="example: tinyvae download mnist",
+    )
+    download.add_argument("name", choices=("mnist", "fashion-mnist"))
+    download.add_argument("--data-dir", help="destination (default $TINYVAE_DATA or ~/.cache/tinyvae)")
+    return parser
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def banner():
+    import tinyvae
+
+    info = tinyvae.backend.info()
+    threads = f", {info['threads']} threads" if "threads" in info else ""
+    return f"tinyvae {tinyvae.__version__} | backend {info['backend']} ({info['reason']}){threads}"
+
+
+def _model_fields(args, train_data):
+    """The model config from the command line, the dataset and the model's own defaults."""
+    from tinyvae import models
+
+    cls = models.MODELS[args.model]
+    toy = args.data in TOY_DATASETS
+    fields = {
+        "x_dim": int(train_data.x.shape[1]),
+        "z_dim": args.latent_dim or (2 if toy else 20),
+        "hidden": args.hidden or ((64, 64) if toy else (400,)),
+        "likelihood": args.likelihood or ("gaussian" if toy else "bernoulli"),
+        "seed": args.seed,
+    }
+    if fields["likelihood"] == "gaussian":
+        fields["gaussian_logvar"] = None  # learn the decoder's variance: a fixed σ = 1 would blur everything
+    options = {"beta": args.beta, "k": args.k, "codebook_size": args.codebook_size}
+    options.update({"components": args.components, "flow_steps": args.flow_steps})
+    known = set(cls.config_class.__dataclass_fields__)
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in known:
+            flag = "--" + name.replace("_", "-")
+            raise CommandError(f"{flag} does not apply to --model {args.model}")
+        fields[name] = value
+    if "n_classes" in known:
+        fields["n_classes"] = int(train_data.n_classes)
+    if "z_dims" in known:  # hierarchical: the latent size for the bottom layer, half of it above
+        fields["z_dims"] = (fields["z_dim"], max(1, fields["z_dim"] // 2))
+    if args.model == "linear":
+        fields["hidden"] = ()
+        fields["likelihood"] = "gaussian"
+        fields["gaussian_logvar"] = 0.0
+    return cls, fields
+
+
+def _load_splits(settings, rng):
+    from tinyvae import data
+
+    likelihood = settings["model_config"]["likelihood"]
+    train_pixels = settings.get("pixels") or data.default_pixels(likelihood, "train")
+    common = {"data_dir": settings.get("data_dir")}
+    train = data.load_dataset(
+        settings["data"], "train", pixels=train_pixels, rng=rng, n=settings.get("limit"), **common
+    )
+    test = data.load_dataset(
+        settings["data"], "test", pixels=data.default_pixels(likelihood, "test"), **common
+    )
+    return train, test
+
+
+def _read_settings(run):
+    path = os.path.join(run, "config.json")
+    if not os.path.isfile(path):
+        raise CommandError(
+            f"{run} is not a tinyvae run directory (no config.json); make one with `tinyvae train`"
+        )
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)["settings"]
+
+
+def _prepare_run_dir(args):
+    out = args.out or os.path.join("runs", f"{args.model}-{args.data}-seed{args.seed}")
+    exists = os.path.isdir(out) and os.listdir(out)
+    if args.resume:
+        if not os.path.isfile(os.path.join(out, "last.npz")):
+            raise CommandError(f"--resume: {out} has no last.npz to continue from")
+        return out
+    if exists and not args.overwrite:
+        raise CommandError(
+            f"run directory {out} already exists; pass --resume to continue it or --overwrite to start over"
+        )
+    if exists:
+        if not os.path.isfile(os.path.join(out, "config.json")):
+            raise CommandError(
+                f"--overwrite: {out} does not look like a tinyvae run (no config.json); not deleting it"
+            )
+        shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+# ---------------------------------------------------------------- commands
+
+
+def command_train(args):
+    from tinyvae import optim, plots, train
+
+    run_dir = _prepare_run_dir(args)
+    print(banner())
+    if args.resume:
+        settings = _read_settings(run_dir)
+        model, optimizer, rng, history, done = train.resume(
+            run_dir, lambda p: optim.Adam(p, lr=settings["lr"])
+        )
+        train_data, test_data = _load_splits(settings, numpy.random.default_rng(settings["seed"]))
+        print(f"resuming {run_dir} after epoch {done} of {args.epochs}")
+    else:
+        rng = numpy.random.default_rng(args.seed)
+        from tinyvae import data
+
+        likelihood = args.likelihood or ("gaussian" if args.data in TOY_DATASETS else "bernoulli")
+        probe = data.load_dataset(
+            args.data, "test", pixels=data.default_pixels(likelihood, "test"), data_dir=args.data_dir
+        )
+        cls, fields = _model_fields(args, probe)
+        try:
+            model = cls(cls.config_class(**fields))
+        except (ValueError, TypeError) as error:
+            raise CommandError(str(error)) from error
+        settings = {
+            "model": args.model,
+            "data": args.data,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "pixels": args.pixels,
+            "limit": args.limit,
+            "data_dir": args.data_dir,
+            "model_config": model.config.to_dict(),
+        }
+        train.write_run_config(run_dir, settings)
+        train_data, test_data = _load_splits(settings, numpy.random.default_rng(args.seed))
+        optimizer, history, done = optim.Adam(model.parameters(), lr=args.lr), [], 0
+    print(f"run directory: {run_dir}")
+    print(f"{model.name} on {settings['data']}: {len(train_data.x)} train / {len(test_data.x)} test examples")
+    try:
+        history = train.fit(
+            model,
+            train_data,
+            test_data,
+            args.epochs,
+            args.batch_size,
+            optimizer,
+            rng,
+            run_dir=run_dir,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            start_epoch=done,
+            history=history,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished epoch is saved in {os.path.join(run_dir, 'last.npz')}")
+        print(f"continue with: tinyvae train --out {run_dir} --resume --epochs {args.epochs}")
+        return 130
+    except train.TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        print(f"the last good checkpoint is {os.path.join(run_dir, 'last.npz')}", file=sys.stderr)
+        return 1
+    if not args.no_plots:
+        written = plots.plot_run(
+            model, train_data, test_data, run_dir, numpy.random.default_rng(args.seed), history
+        )
+        print(f"figures: {', '.join(os.path.basename(p) for p in written)}")
+    print(f"done: {run_dir}")
+    return 0
+
+
+def _load_run(args):
+    from tinyvae import checkpoint
+
+    settings = _read_settings(args.run)
+    path = os.path.join(args.run, f"{args.checkpoint}.npz")
+    try:
+        model, meta = checkpoint.load_model(path, expected_model=settings["model"])
+    except checkpoint.CheckpointError as error:
+        raise CommandError(str(error)) from error
+    rng = numpy.random.default_rng(args.seed)
+    train_data, test_data = _load_splits(settings, numpy.random.default_rng(settings["seed"]))
+    return model, meta, train_data, test_data, rng
+
+
+def command_evaluate(args):
+    from tinyvae import evaluate
+    from tinyvae.train import atomic_write_bytes
+
+    model, meta, _, test, rng = _load_run(args)
+    x = test.x[: args.limit] if args.limit else test.x
+    labels = None if test.labels is None else test.labels[: len(x)]
+    y = labels if model.conditional else None
+    report = {"checkpoint": args.checkpoint, "epoch": meta.get("epoch"), "examples": int(len(x))}
+    if hasattr(model, "log_weights"):
+        log_px = evaluate.log_likelihood(model, x, k=args.k, rng=rng, y=y)
+        report[f"nll_k{args.k}"] = float(-log_px.mean())
+    units, variances = evaluate.active_units(model, x, y=y)
+    report["active_units"] = int(units)
+    report["latent_variance"] = [float(v) for v in variances]
+    if model.gaussian_posterior:
+        report["kl_per_dimension"] = [float(v) for v in evaluate.kl_per_dimension(model, x, y=y)]
+        report["mutual_information"] = float(evaluate.mutual_information(model, x, rng, y=y))
+    if hasattr(model, "codebook_usage"):
+        usage = evaluate.codebook_usage(model, x)
+        report["perplexity"], report["codes_used"] = float(usage["perplexity"]), int(usage["codes_used"])
+    atomic_write_bytes(os.path.join(args.run, "evaluation.json"), json.dumps(report, indent=2).encode())
+    for key, value in report.items():
+        if not isinstance(value, list):
+            print(f"{key:>20}: {value}")
+    print(f"written: {os.path.join(args.run, 'evaluation.json')}")
+    return 0
+
+
+def command_sample(args):
+    from tinyvae import plots
+
+    model, _, train_data, _, rng = _load_run(args)
+    if model.conditional and args.label is None:
+        raise CommandError(f"--label is required for the conditional model {model.name!r}")
+    path = plots.samples_grid(
+        model,
+        rng,
+        os.path.join(args.run, "samples.png"),
+        n=args.n,
+        y=args.label,
+        image_shape=train_data.image_shape,
+    )
+    print(f"written: {path}")
+    return 0
+
+
+def command_reconstruct(args):
+    from tinyvae import plots
+
+    model, _, _, test, _ = _load_run(args)
+    y = test.labels[: args.n] if model.conditional else None
+    path = plots.reconstructions(
+        model,
+        test.x[: args.n],
+        os.path.join(args.run, "reconstructions.png"),
+        y=y,
+        image_shape=test.image_shape,
+        n=args.n,
+    )
+    print(f"written: {path}")
+    return 0
+
+
+def command_interpolate(args):
+    from tinyvae import plots
+
+    model, _, _, test, _ = _load_run(args)
+    y = int(test.labels[0]) if model.conditional else None
+    path = plots.interpolation_strip(
+        model,
+        test.x[0],
+        test.x[1],
+        os.path.join(args.run, "interpolation.png"),
+        steps=args.steps,
+        method=args.method,
+        image_shape=test.image_shape,
+        y=y,
+    )
+    print(f"written: {path}")
+    return 0
+
+
+def command_plot(args):
+    from tinyvae import plots
+
+    model, _, train_data, test, rng = _load_run(args)
+    rows = []
+    metrics = os.path.join(args.run, "metrics.jsonl")
+    if os.path.isfile(metrics):
+        with open(metrics, encoding="utf-8") as file:
+            rows = [json.loads(line) for line in file if line.strip()]
+    for path in plots.plot_run(model, train_data, test, args.run, rng, rows):
+        print(f"written: {path}")
+    return 0
+
+
+def command_info(args):
+    import tinyvae
+
+    print(banner())
+    for key, value in tinyvae.backend.info().items():
+        print(f"{key:>24}: {value}")
+    return 0
+
+
+def command_download(args):
+    from tinyvae import data
+
+    path = data.download(args.name, dest=args.data_dir)
+    print(f"downloaded {args.name} into {path}")
+    return 0
+
+
+COMMANDS = {
+    "train": command_train,
+    "evaluate": command_evaluate,
+    "sample": command_sample,
+    "reconstruct": command_reconstruct,
+    "interpolate": command_interpolate,
+    "plot": command_plot,
+    "info": command_info,
+    "download": command_download,
+}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tinyvae import checkpoint, data
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CommandError, data.DataError, checkpoint.CheckpointError) as error:
+        parser.exit(2, f"tinyvae: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
