@@ -301,7 +301,7 @@ def manifold(model, path, image_shape=(28, 28), grid=15, y=None):
     else:
         figure = _figure(max(4.0, 0.45 * grid + 1.5), max(4.0, 0.45 * grid + 1.2))
         ax = figure.add_subplot()
-        ticks = [f"{v:.2f}" for v in values]
+        ticks = [f"{v:.2f}".replace("-0.00", "0.00") for v in values]  # the median rounds to ±0
         _show_mosaic(ax, _mosaic(decoded, grid, grid, image_shape), image_shape, ticks[::-1], ticks)
         ax.tick_params(axis="x", labelrotation=90)
         ax.set_xlabel("z₁ (quantiles 5% … 95% of N(0, 1))")
