@@ -208,10 +208,15 @@ def test_interpolation_strip_passes_the_models_refusal_on(tmp_path, images):
 
 
 def test_training_curves_plot_what_exists(tmp_path):
-    """Rows with some metrics missing (or None) still plot; empty rows, rows without an epoch or without any
-    known metric are refused."""
+    """Rows with some metrics missing (or None), or with per-layer KLs, still plot; empty rows, rows
+    without an epoch or without any known metric are refused."""
     assert_png(plots.training_curves(METRICS, tmp_path / "t.png"))
     assert_png(plots.training_curves([{"epoch": 1, "test_kl": 2.0}], tmp_path / "t1.png"))
+    layered = [
+        {"epoch": e, "train_kl_1": 2.0 + e, "train_kl_2": 1.0, "test_kl_1": 2.5, "test_elbo": -e}
+        for e in (1, 2)
+    ]
+    assert_png(plots.training_curves(layered, tmp_path / "t2.png"))
     with pytest.raises(ValueError, match="rows is empty"):
         plots.training_curves([], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="row 0 has no 'epoch'"):

@@ -354,7 +354,8 @@ def training_curves(rows, path):
     """ELBO, reconstruction and KL (and the loss, when recorded) against the epoch, one panel each, with
     train and test as separate lines. ``rows`` are dicts as written to metrics.jsonl: each has ``epoch``
     and any of ``train_elbo``, ``test_elbo``, ``train_recon``, ``test_recon``, ``train_kl``, ``test_kl``,
-    ``train_loss``, ``test_loss``; missing or non-finite values leave a gap."""
+    ``train_loss``, ``test_loss`` (and ``train_kl_1`` … per layer of a hierarchical VAE, drawn in the KL
+    panel); missing or non-finite values leave a gap."""
     rows = list(rows)
     if not rows:
         raise ValueError("training_curves: rows is empty; pass the metrics rows of at least one epoch")
@@ -369,8 +370,14 @@ def training_curves(rows, path):
 
     panels = []
     for title, unit, name in CURVE_PANELS:
-        lines = [(split, series(f"{split}_{name}")) for split in ("train", "test")]
-        lines = [line for line in lines if line[1] is not None]
+        lines = [(split, split, series(f"{split}_{name}")) for split in ("train", "test")]
+        if name == "kl":  # a hierarchical VAE records one KL per layer, kl_1 … kl_T
+            layers = sorted({int(k.rsplit("_", 1)[1]) for row in rows for k in row if _is_layer_kl(k)})
+            for t in layers:
+                lines += [
+                    (split, f"{split} layer {t}", series(f"{split}_kl_{t}")) for split in ("train", "test")
+                ]
+        lines = [line for line in lines if line[2] is not None]
         if lines:
             panels.append((title, unit, lines))
     if not panels:
@@ -379,9 +386,10 @@ def training_curves(rows, path):
     figure = _figure(4.2 * len(panels), 3.6)
     for i, (title, unit, lines) in enumerate(panels):
         ax = figure.add_subplot(1, len(panels), i + 1)
-        for split, values in lines:
-            style = {"train": ("tab:blue", "-"), "test": ("tab:orange", "--")}[split]
-            ax.plot(epochs, values, color=style[0], linestyle=style[1], marker="o", markersize=3, label=split)
+        for j, (split, label, values) in enumerate(lines):
+            colour = f"C{j // 2}" if len(lines) > 2 else {"train": "tab:blue", "test": "tab:orange"}[split]
+            linestyle = "-" if split == "train" else "--"
+            ax.plot(epochs, values, color=colour, linestyle=linestyle, marker="o", markersize=3, label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
@@ -390,6 +398,12 @@ def training_curves(rows, path):
     figure.suptitle("training curves")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _is_layer_kl(key):
+    """True for "train_kl_3" / "test_kl_1": the per-layer KLs of a hierarchical VAE."""
+    split, _, rest = key.partition("_kl_")
+    return split in ("train", "test") and rest.isdigit()
 
 
 def _finite_or_nan(value):
