@@ -1,0 +1,113 @@
+"""Every script in examples/ runs in its --quick mode, writes the figures it reports as valid, non-blank
+PNGs, and shows its lesson in one cheap number check. Scripts are discovered, so a new example is tested
+without touching this file."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+
+import numpy
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# One lesson per script, checked on the numbers its main returns (the quick run's numbers: loose bounds).
+def _vae_mnist(n):
+    nll = next(v for k, v in n.items() if k.startswith("test_nll_k"))
+    assert nll <= n["test_neg_elbo"] + 1.0  # the importance-weighted estimate is the tighter bound
+
+
+def _beta_vae(n):
+    assert n["kl_beta4"] < n["kl_beta1"]  # a heavier KL weight buys a smaller KL
+
+
+def _iwae(n):
+    bounds = n["bound_vs_k"]  # one model's L_k for increasing k: tightens, up to Monte-Carlo noise
+    assert bounds[-1] >= bounds[0] - 0.5
+
+
+def _vqvae(n):
+    for mode in ("loss", "ema"):
+        assert 1.0 <= n[f"perplexity_{mode}"] <= n["codebook_size"] + 1e-6
+
+
+def _cvae(n):
+    assert n["test_neg_elbo"] > 0 and n["class_distinctness"] > 0
+
+
+def _hvae(n):
+    assert abs(n["recon"] - sum(n["kl_per_layer"]) - n["elbo"]) < 1e-3 * max(1.0, abs(n["elbo"]))
+
+
+def _posterior(n):
+    for name in ("gaussian", "posterior"):
+        assert n[f"log_px_{name}"] >= n[f"elbo_{name}"] - 0.5  # log p(x) estimate ≥ ELBO, up to noise
+
+
+def _autoencoder(n):
+    assert n["ae_code_std"] > 0 and n["vae_sample_distance"] > 0 and n["ae_sample_distance"] > 0
+
+
+def _linear(n):
+    assert all(e <= lp + 1e-6 for e, lp in zip(n["elbo_trace"], n["log_px_trace"], strict=True))
+    assert n["gap_final"] < n["gap_initial"]  # training the encoder closes the gap
+
+
+def _attribute(n):
+    assert n["vector_norm"] > 0
+
+
+LESSONS = {
+    "vae_mnist": _vae_mnist,
+    "beta_vae": _beta_vae,
+    "iwae": _iwae,
+    "vqvae": _vqvae,
+    "cvae": _cvae,
+    "hvae": _hvae,
+    "mixture_posterior": _posterior,
+    "flow_posterior": _posterior,
+    "autoencoder_baseline": _autoencoder,
+    "linear_elbo_gap": _linear,
+    "attribute_vector": _attribute,
+}
+
+
+def test_examples_are_found():
+    assert len(SCRIPTS) >= len(LESSONS), [p.name for p in SCRIPTS]
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+def test_example_runs_quick(path, tmp_path, capsys):
+    import matplotlib.pyplot as plt  # imread only; nothing is drawn through pyplot
+
+    module = load(path)
+    assert module.__doc__ and "--quick" in module.__doc__, (
+        f"{path.name}: the docstring should say how to run it"
+    )
+    out = tmp_path / path.stem
+    result = module.main(["--quick", "--seed", "0", "--out", str(out)])
+    assert capsys.readouterr().out.strip(), f"{path.name} printed nothing"
+    assert isinstance(result, dict) and result["figures"], f"{path.name}: main must return its figures"
+    for figure in result["figures"]:
+        figure = pathlib.Path(figure)
+        assert figure.is_file() and figure.parent == out, figure
+        assert figure.read_bytes()[:8] == PNG_SIGNATURE, f"{figure} is not a PNG"
+        assert numpy.std(plt.imread(figure)) > 0, f"{figure} is blank"
+    numbers = result["numbers"]
+    for key, value in numbers.items():
+        for v in numpy.ravel(value):
+            assert math.isfinite(float(v)), f"{path.name}: {key} = {value}"
+    if path.stem in LESSONS:
+        LESSONS[path.stem](numbers)
