@@ -1,0 +1,102 @@
+"""A normalizing-flow posterior: bend a Gaussian q(z|x) into the shape of the true posterior.
+
+    python examples/flow_posterior.py [--epochs 30] [--flow-steps 8] [--flow planar] [--seed 0]
+    python examples/flow_posterior.py --quick  # a few seconds: 500 points, 1 epoch
+
+The lesson. Rezende & Mohamed (2015) push a sample of the diagonal Gaussian z_0 ~ N(μ(x), σ²(x)) through K
+invertible maps, z_K = f_K ∘ … ∘ f_1(z_0), and track the density by the change of variables,
+
+    log q(z_K|x) = log N(z_0; μ, σ²) − Σ_k log |det ∂f_k/∂z_{k−1}|   (their eq. 6),
+
+so q(z|x) can curve and stretch towards the true posterior while the ELBO stays computable (its KL term
+now by Monte Carlo). The gap log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)) measures how far q still is from the
+truth. A Gaussian VAE and a flow VAE are trained alike on the 2-D "ring of eight Gaussians" toy with a
+2-D latent; posterior_*.png draws the true p(z|x) (contours) against samples of each q(z|x) (dots), and
+the table compares the test ELBO, the importance-sampled log p(x) and the gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy
+
+from tinyvae import data, evaluate, models, optim, plots, train
+
+NAME = "flow_posterior"
+TOY = "ring"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
+    parser.add_argument("--flow-steps", type=int, default=8, help="K, flow layers (default 8)")
+    parser.add_argument("--flow", choices=("planar", "radial"), default="planar", help="flow kind")
+    parser.add_argument("--k", type=int, default=500, help="importance samples for log p(x) (default 500)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
+    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
+    parser.add_argument("--quick", action="store_true", help="a tiny run (500 points, 1 epoch, k = 20)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.k = 1, 20
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    n_train, n_test = (500, 200) if args.quick else (None, 1000)
+    train_set = data.load_dataset(TOY, "train", n=n_train)  # (N, 2) points, continuous
+    test_set = data.load_dataset(TOY, "test", n=n_test)
+    # Same networks for both; the decoder learns its noise variance (a fixed σ = 1 would blur the ring).
+    common = dict(
+        x_dim=2, z_dim=2, hidden=(64, 64), likelihood="gaussian", gaussian_logvar=None, seed=args.seed
+    )
+    contenders = {
+        "gaussian": models.build("vae", **common),
+        "posterior": models.build("flow", flow_steps=args.flow_steps, flow=args.flow, **common),
+    }
+
+    numbers, figures = {}, []
+    points = test_set.x[:2]  # the two test points whose posteriors are drawn
+    for name, model in contenders.items():
+        print(f"--- {model.name}")
+        rng = numpy.random.default_rng(args.seed)
+        history = train.fit(
+            model,
+            train_set,
+            test_set,
+            args.epochs,
+            128,
+            optim.Adam(model.parameters(), lr=3e-3),
+            rng,
+            progress=False,
+        )
+        log_px = evaluate.log_likelihood(model, test_set.x, k=args.k, rng=numpy.random.default_rng(args.seed))
+        numbers[f"elbo_{name}"] = history[-1]["test_elbo"]
+        numbers[f"log_px_{name}"] = float(log_px.mean())
+        numbers[f"gap_{name}"] = numbers[f"log_px_{name}"] - numbers[f"elbo_{name}"]
+        for i, point in enumerate(points):
+            path = os.path.join(args.out, f"posterior_{model.name}_{i}.png")
+            figures.append(
+                plots.posterior_comparison(model, point, path, rng=numpy.random.default_rng(args.seed))
+            )
+
+    print(f"\n{'q(z|x)':>22} {'test ELBO':>10} {f'log p(x), k={args.k}':>16} {'gap (nats)':>11}")
+    for name in contenders:
+        label = "diagonal Gaussian" if name == "gaussian" else f"{args.flow_steps} {args.flow} flows"
+        print(
+            f"{label:>22} {numbers[f'elbo_{name}']:>10.3f} {numbers[f'log_px_{name}']:>16.3f}"
+            f" {numbers[f'gap_{name}']:>11.3f}"
+        )
+    print("gap = log p(x) − ELBO ≈ E_x KL(q(z|x) ‖ p(z|x)), nats per point; the figures show where it is")
+    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
+    print(f"took {time.perf_counter() - start:.1f} s")
+    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+
+
+if __name__ == "__main__":
+    main()
