@@ -1,6 +1,6 @@
 """The plain autoencoder next to the VAE: both reconstruct, only one of them generates.
 
-    python examples/autoencoder_baseline.py [--epochs 15] [--seed 0] [--out examples_out/autoencoder_baseline]
+    python examples/autoencoder_baseline.py [--epochs 15] [--seed 0] [--out DIR]
     python examples/autoencoder_baseline.py --quick  # a few seconds: 500 images, 1 epoch
 
 The lesson. An autoencoder z = f(x), x̂ = g(z) trained on reconstruction alone puts its codes wherever
