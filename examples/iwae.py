@@ -39,7 +39,9 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=int, default=5, help="training epochs per model (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
     parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (200 images, 1 epoch, K = 1 and 5, k ≤ 20)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny run (200 images, 1 epoch, K = 1 and 5, k ≤ 20)"
+    )
     args = parser.parse_args(argv)
     args.train_k, args.eval_k = TRAIN_K, EVAL_K
     if args.quick:
