@@ -1,0 +1,242 @@
+"""Reparameterised sample and Gaussian KL to N(0, I), fused, with the backward of both in one more pass.
+
+Forward, for mu, logvar, eps of shape (B, Z) (Kingma & Welling 2014, eq. 10 and Appendix B):
+
+    σ = exp(logvar / 2),   σ² = e^{logvar} = σ · σ,
+    z = μ + σ ε,           kl_b = ½ Σ_j (μ_bj² + σ_bj² − logvar_bj − 1).
+
+Backward, given g_z = dL/dz (B, Z) and g_kl = dL/dkl (B,), for each (b, j):
+
+    dL/dμ      = g_z · dz/dμ      + g_kl · dkl/dμ      = g_z + g_kl μ,
+    dL/dlogvar = g_z · dz/dlogvar + g_kl · dkl/dlogvar = g_z ε σ / 2 + g_kl (σ² − 1) / 2,
+
+since dσ/dlogvar = σ/2 and d(e^{logvar})/dlogvar = e^{logvar}. These are the sums of
+``tinyvae.ops.gaussian.Reparameterize.backward`` and ``GaussianKL.backward`` (standard prior) for one
+shared (μ, logvar). The forward returns σ and σ² so the backward needs no exp at all.
+
+σ² is computed as σ · σ, one exp per element instead of two: this numba has no SVML, so exp is a scalar
+libm call and the dominant cost. σ · σ differs from exp(logvar) by at most ~2 ulps (relative).
+
+Three versions side by side:
+
+1. :func:`gaussian_forward_numpy` / :func:`gaussian_backward_numpy`: the reference, NumPy ufuncs.
+2. :func:`gaussian_forward_numba` / :func:`gaussian_backward_numba`: one fused pass each, rows in
+   ``prange`` on one thread by default (``tinyvae.backend.load_numba``).
+3. :func:`gaussian_forward_cupy` / :func:`gaussian_backward_cupy`: CuPy ElementwiseKernels (the KL's row
+   sum is a CuPy reduction).
+
+Each forward returns ``(z, kl, sigma, var)``; each backward ``(grad_mu, grad_logvar)``, in the inputs' dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from tinyvae import backend as _backend
+from tinyvae.backend import array_module
+
+numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
+
+COMPILE_SECONDS: dict[str, float] = {}  # first-use compile/load time per version, read by the benchmark
+
+
+def _check(op, **arrays):
+    """All named arrays 2-D with the first one's shape; 1-D ones (g_kl) must match its rows."""
+    (first_name, first), *rest = arrays.items()
+    if first.ndim != 2:
+        raise ValueError(f"{op}: {first_name} has shape {first.shape}; it must be 2-D (batch, latent)")
+    for name, a in rest:
+        expected = first.shape[:1] if name == "g_kl" else first.shape
+        if a.shape != expected:
+            raise ValueError(f"{op}: {name} has shape {a.shape} but {first_name} has shape {first.shape}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. NumPy reference.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def gaussian_forward_numpy(mu, logvar, eps):
+    """``(z, kl, sigma, var)``: the reference, one ufunc per term."""
+    xp = array_module(mu, logvar, eps)
+    _check("gaussian_forward", mu=mu, logvar=logvar, eps=eps)
+    sigma = xp.exp(0.5 * logvar)  # (B, Z)
+    var = sigma * sigma  # (B, Z): e^{logvar}
+    z = mu + sigma * eps  # (B, Z)
+    kl = 0.5 * (mu * mu + var - logvar - 1).sum(axis=1)  # (B,)
+    return z, kl.astype(mu.dtype, copy=False), sigma, var
+
+
+def gaussian_backward_numpy(g_z, g_kl, mu, eps, sigma, var):
+    """``(dL/dmu, dL/dlogvar)`` from dL/dz (B, Z) and dL/dkl (B,), with the forward's sigma and var."""
+    _check("gaussian_backward", g_z=g_z, g_kl=g_kl, mu=mu, eps=eps, sigma=sigma, var=var)
+    g = g_kl[:, None]  # (B, 1): each latent dimension of a row receives that row's KL gradient
+    grad_mu = g_z + g * mu
+    grad_logvar = 0.5 * (g_z * eps * sigma + g * (var - 1))
+    return grad_mu, grad_logvar
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. numba: one fused pass each, rows in parallel (one thread unless asked).
+# ---------------------------------------------------------------------------------------------------------
+
+_FORWARD_SIGNATURES = [
+    f"void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}[::1], {t}[:, ::1], {t}[:, ::1])"
+    for t in ("float32", "float64")
+]
+_BACKWARD_SIGNATURES = [
+    f"void({t}[:, ::1], {t}[::1], " + ", ".join([f"{t}[:, ::1]"] * 6) + ")" for t in ("float32", "float64")
+]
+
+
+def _fused_forward(mu, logvar, eps, z, kl, sigma, var):
+    rows, cols = mu.shape
+    dtype = mu.dtype.type
+    half, one = dtype(0.5), dtype(1)
+    for r in numba.prange(rows):
+        total = 0.0  # float64 accumulator
+        for c in range(cols):
+            m, lv = mu[r, c], logvar[r, c]
+            s = np.exp(half * lv)
+            v = s * s
+            sigma[r, c] = s
+            var[r, c] = v
+            z[r, c] = m + s * eps[r, c]
+            total += m * m + v - lv - one
+        kl[r] = 0.5 * total
+
+
+def _fused_backward(g_z, g_kl, mu, eps, sigma, var, grad_mu, grad_logvar):
+    rows, cols = mu.shape
+    dtype = mu.dtype.type
+    half, one = dtype(0.5), dtype(1)
+    for r in numba.prange(rows):
+        g = g_kl[r]
+        for c in range(cols):
+            gz = g_z[r, c]
+            grad_mu[r, c] = gz + g * mu[r, c]
+            grad_logvar[r, c] = half * (gz * eps[r, c] * sigma[r, c] + g * (var[r, c] - one))
+
+
+@functools.cache
+def _numba_kernels():
+    """Compile (or load from numba's on-disk cache) both kernels; on first use, never at import."""
+    global numba
+    numba = _backend.load_numba()
+    start = time.perf_counter()
+    options = dict(parallel=True, cache=True, boundscheck=False, fastmath={"contract"})
+    forward = numba.njit(_FORWARD_SIGNATURES, **options)(_fused_forward)
+    backward = numba.njit(_BACKWARD_SIGNATURES, **options)(_fused_backward)
+    COMPILE_SECONDS["numba"] = time.perf_counter() - start
+    return forward, backward
+
+
+def _c_order(dtype, *arrays):
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+
+def gaussian_forward_numba(mu, logvar, eps, *, threads=1):
+    """``(z, kl, sigma, var)`` in one numba pass (``threads``: numba's pool size for the call)."""
+    _check("gaussian_forward", mu=mu, logvar=logvar, eps=eps)
+    mu, logvar, eps = _c_order(mu.dtype, mu, logvar, eps)
+    z, sigma, var = (np.empty_like(mu) for _ in range(3))
+    kl = np.empty(mu.shape[0], dtype=mu.dtype)
+    forward, _ = _numba_kernels()
+    with _backend.numba_threads(threads):
+        forward(mu, logvar, eps, z, kl, sigma, var)
+    return z, kl, sigma, var
+
+
+def gaussian_backward_numba(g_z, g_kl, mu, eps, sigma, var, *, threads=1):
+    """``(dL/dmu, dL/dlogvar)`` in one numba pass (``threads``: numba's pool size for the call)."""
+    _check("gaussian_backward", g_z=g_z, g_kl=g_kl, mu=mu, eps=eps, sigma=sigma, var=var)
+    g_z, g_kl, mu, eps, sigma, var = _c_order(mu.dtype, g_z, g_kl, mu, eps, sigma, var)
+    grad_mu, grad_logvar = np.empty_like(mu), np.empty_like(mu)
+    _, backward = _numba_kernels()
+    with _backend.numba_threads(threads):
+        backward(g_z, g_kl, mu, eps, sigma, var, grad_mu, grad_logvar)
+    return grad_mu, grad_logvar
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. CuPy: elementwise kernels (unverified on hardware where no GPU was lent).
+# ---------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _cupy_kernels():
+    import cupy
+
+    forward = cupy.ElementwiseKernel(
+        "T mu, T logvar, T eps",
+        "T z, T term, T sigma, T var",
+        """
+        sigma = exp((T)0.5 * logvar);
+        var = sigma * sigma;
+        z = mu + sigma * eps;
+        term = mu * mu + var - logvar - (T)1;
+        """,
+        "tinyvae_gaussian_forward",
+    )
+    backward = cupy.ElementwiseKernel(
+        "T g_z, T g_kl, T mu, T eps, T sigma, T var",
+        "T grad_mu, T grad_logvar",
+        """
+        grad_mu = g_z + g_kl * mu;
+        grad_logvar = (T)0.5 * (g_z * eps * sigma + g_kl * (var - (T)1));
+        """,
+        "tinyvae_gaussian_backward",
+    )
+    return forward, backward
+
+
+def gaussian_forward_cupy(mu, logvar, eps):
+    """``(z, kl, sigma, var)``: one elementwise kernel, then the KL's row sum."""
+    _check("gaussian_forward", mu=mu, logvar=logvar, eps=eps)
+    forward, _ = _cupy_kernels()
+    z, term, sigma, var = forward(mu, logvar, eps)
+    return z, 0.5 * term.sum(axis=1), sigma, var
+
+
+def gaussian_backward_cupy(g_z, g_kl, mu, eps, sigma, var):
+    """``(dL/dmu, dL/dlogvar)``: one elementwise kernel, g_kl broadcast along the latent axis."""
+    _check("gaussian_backward", g_z=g_z, g_kl=g_kl, mu=mu, eps=eps, sigma=sigma, var=var)
+    _, backward = _cupy_kernels()
+    return backward(g_z, g_kl[:, None], mu, eps, sigma, var)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The entry points.
+# ---------------------------------------------------------------------------------------------------------
+
+FORWARD = {"numpy": gaussian_forward_numpy, "numba": gaussian_forward_numba, "cupy": gaussian_forward_cupy}
+BACKWARD = {
+    "numpy": gaussian_backward_numpy,
+    "numba": gaussian_backward_numba,
+    "cupy": gaussian_backward_cupy,
+}
+IMPLEMENTATIONS = {name: (FORWARD[name], BACKWARD[name]) for name in FORWARD}
+
+
+def _pick(array, backend, op):
+    if backend is None:
+        if array_module(array) is not np:
+            return "cupy"
+        return "numba" if _backend.current() == "numba" else "numpy"
+    if backend not in IMPLEMENTATIONS:
+        raise ValueError(f"{op}: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
+    return backend
+
+
+def gaussian_forward(mu, logvar, eps, *, backend=None):
+    """``(z, kl, sigma, var)`` for (B, Z) inputs; the version follows ``tinyvae.backend`` (CuPy arrays go to
+    CuPy) unless ``backend`` names one."""
+    return FORWARD[_pick(mu, backend, "gaussian_forward")](mu, logvar, eps)
+
+
+def gaussian_backward(g_z, g_kl, mu, eps, sigma, var, *, backend=None):
+    """``(dL/dmu, dL/dlogvar)``; pass zeros for a gradient that does not flow (e.g. g_kl = 0 in IWAE)."""
+    return BACKWARD[_pick(mu, backend, "gaussian_backward")](g_z, g_kl, mu, eps, sigma, var)

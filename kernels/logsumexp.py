@@ -1,0 +1,224 @@
+"""Row-wise log-sum-exp with its gradient (the softmax), for the IWAE bound's reduction over K samples.
+
+For x of shape (R, C), with m_r = max_c x_rc taken as 0 when it is not finite:
+
+    out_r = m_r + log Σ_c exp(x_rc − m_r),      softmax_rc = ∂out_r/∂x_rc = exp(x_rc − out_r).
+
+Shifting by the row maximum makes the largest term exp(0) = 1, so nothing overflows and inputs of
+magnitude 1e4 are fine (as in ``tinyvae.ops.reduce.LogSumExp``). Edge rows:
+
+* an all −inf row (or a row with no columns) has sum 0: out = −inf and a softmax row of zeros;
+* a −inf entry in an otherwise finite row has exp(−inf) = 0: softmax 0 there, the rest sums to 1;
+* a +inf or NaN entry gives a NaN softmax row (as NumPy would); the bound never produces one.
+
+The IWAE's log-weights come as (K, B) (``VAE.log_weights``), and the bound reduces over K: these kernels
+take the transpose, rows = B examples, columns = K samples, so that each row is one contiguous run of
+memory. A (K, B) array's ``.T`` is a strided view; the numba and CuPy versions copy it to C order first
+(at (50, 128) float32 that copy is 25 KiB).
+
+Three versions side by side, each returning ``(out (R,), softmax (R, C))`` in x's dtype:
+
+1. :func:`logsumexp_rows_numpy`: the reference, NumPy reductions and ufuncs.
+2. :func:`logsumexp_rows_numba`: per row, one pass for the maximum, one that stores exp(x − m) and sums it,
+   one that scales the stored exponentials by 1/sum into the softmax (three passes over a row that sits in
+   L1, instead of NumPy's eight passes with temporaries). Rows in ``prange`` on one thread by default
+   (``tinyvae.backend.load_numba``: memory-bound loops beside BLAS stay on one thread).
+3. :func:`logsumexp_rows_cupy`: a RawKernel, one warp per row, shuffle reductions for the max and the sum.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from tinyvae import backend as _backend
+from tinyvae.backend import array_module
+
+numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
+
+COMPILE_SECONDS: dict[str, float] = {}  # first-use compile/load time per version, read by the benchmark
+
+
+def _check(x):
+    if x.ndim != 2:
+        raise ValueError(
+            f"logsumexp_rows: x has shape {x.shape}; it must be 2-D (rows, columns), reduced over the columns"
+        )
+    if x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"logsumexp_rows: x has dtype {x.dtype}; it must be float32 or float64")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. NumPy reference.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def logsumexp_rows_numpy(x):
+    """``(out (R,), softmax (R, C))`` with NumPy; the reference every other version is checked against."""
+    xp = array_module(x)
+    _check(x)
+    rows, cols = x.shape
+    if cols == 0:  # an empty sum is 0: log 0 = −inf, and there is no softmax to return
+        return xp.full(rows, -xp.inf, dtype=x.dtype), xp.empty((rows, 0), dtype=x.dtype)
+    shift = x.max(axis=1, keepdims=True)  # (R, 1)
+    shift = xp.where(xp.isfinite(shift), shift, 0).astype(x.dtype)
+    exps = xp.exp(x - shift)  # (R, C), each in [0, 1] for a finite row
+    total = exps.sum(axis=1, keepdims=True)  # (R, 1), ≥ 1 unless the row is all −inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = xp.log(total) + shift  # log 0 = −inf for an all −inf row
+        softmax = xp.where(total > 0, exps / total, 0).astype(x.dtype)
+    return out[:, 0], softmax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. numba: three passes per row, rows in parallel (one thread unless asked).
+# ---------------------------------------------------------------------------------------------------------
+
+_NUMBA_SIGNATURES = [f"void({t}[:, ::1], {t}[::1], {t}[:, ::1])" for t in ("float32", "float64")]
+
+
+def _lse_rows(x, out, softmax):
+    rows, cols = x.shape
+    dtype = x.dtype.type
+    zero = dtype(0)
+    for r in numba.prange(rows):
+        shift = dtype(-np.inf)
+        for c in range(cols):  # pass 1: the row maximum
+            shift = max(shift, x[r, c])
+        if not np.isfinite(shift):  # all −inf (or +inf / NaN present): no shift, as the reference
+            shift = zero
+        total = 0.0  # float64 accumulator: K float32 terms summed without drift
+        for c in range(cols):  # pass 2: exp(x − m), stored, and its sum
+            e = np.exp(x[r, c] - shift)
+            softmax[r, c] = e
+            total += e
+        out[r] = np.log(total) + shift if total > 0.0 else dtype(-np.inf)
+        scale = dtype(1.0 / total) if total > 0.0 else zero
+        for c in range(cols):  # pass 3: normalise (0 · anything finite = 0 for an all −inf row)
+            softmax[r, c] *= scale
+
+
+@functools.cache
+def _numba_kernel():
+    """Compile (or load from numba's on-disk cache) the kernel; on first use, never at import."""
+    global numba
+    numba = _backend.load_numba()
+    start = time.perf_counter()
+    kernel = numba.njit(
+        _NUMBA_SIGNATURES, parallel=True, cache=True, boundscheck=False, fastmath={"contract"}
+    )(_lse_rows)
+    COMPILE_SECONDS["numba"] = time.perf_counter() - start
+    return kernel
+
+
+def logsumexp_rows_numba(x, *, threads=1):
+    """``(out (R,), softmax (R, C))`` in one numba call; ``threads`` sets numba's pool for the call (the
+    default 1 follows the project's rule for small memory-bound loops; see benchmarks/RESULTS.md)."""
+    _check(x)
+    x = np.ascontiguousarray(x)  # a (K, B) array's .T is copied here, into rows of K
+    out = np.empty(x.shape[0], dtype=x.dtype)
+    softmax = np.empty(x.shape, dtype=x.dtype)
+    kernel = _numba_kernel()
+    with _backend.numba_threads(threads):
+        kernel(x, out, softmax)
+    return out, softmax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. CuPy: one warp per row (unverified on hardware where no GPU was lent).
+# ---------------------------------------------------------------------------------------------------------
+
+_CUDA_SOURCE = r"""
+template <typename T>
+__device__ T warp_max(T v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffff, v, offset));
+    return v;
+}
+
+template <typename T>
+__device__ T warp_sum(T v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffff, v, offset);
+    return v;
+}
+
+// One warp per row; rows advance by a grid stride. Lanes stride over the columns.
+template <typename T>
+__global__ void lse_rows(const T* x, T* out, T* softmax, int rows, int cols) {
+    const int lane = threadIdx.x % 32;
+    const int warps_per_block = blockDim.x / 32;
+    const int first = blockIdx.x * warps_per_block + threadIdx.x / 32;
+    for (int r = first; r < rows; r += gridDim.x * warps_per_block) {
+        const T* row = x + (long long)r * cols;
+        T* soft = softmax + (long long)r * cols;
+        T shift = -INFINITY;
+        for (int c = lane; c < cols; c += 32) shift = max(shift, row[c]);
+        shift = warp_max(shift);
+        if (!isfinite(shift)) shift = 0;
+        double total = 0;
+        for (int c = lane; c < cols; c += 32) {
+            T e = exp(row[c] - shift);
+            soft[c] = e;
+            total += e;
+        }
+        total = warp_sum(total);
+        const T scale = total > 0 ? (T)(1.0 / total) : (T)0;
+        for (int c = lane; c < cols; c += 32) soft[c] *= scale;
+        if (lane == 0) out[r] = total > 0 ? (T)log(total) + shift : (T)-INFINITY;
+    }
+}
+"""
+
+_CUDA_ENTRY = {np.dtype(np.float32): "lse_rows<float>", np.dtype(np.float64): "lse_rows<double>"}
+
+
+@functools.cache
+def _cupy_module():
+    import cupy
+
+    start = time.perf_counter()
+    module = cupy.RawModule(
+        code=_CUDA_SOURCE, options=("-std=c++14",), name_expressions=list(_CUDA_ENTRY.values())
+    )
+    COMPILE_SECONDS["cupy"] = time.perf_counter() - start
+    return module
+
+
+def logsumexp_rows_cupy(x):
+    """``(out (R,), softmax (R, C))`` on the GPU: one warp per row, grid-stride over the rows."""
+    import cupy
+
+    _check(x)
+    x = cupy.ascontiguousarray(x)
+    rows, cols = x.shape
+    out = cupy.empty(rows, dtype=x.dtype)
+    softmax = cupy.empty((rows, cols), dtype=x.dtype)
+    if rows == 0:
+        return out, softmax
+    kernel = _cupy_module().get_function(_CUDA_ENTRY[x.dtype])
+    warps_per_block = 8
+    blocks = min((rows + warps_per_block - 1) // warps_per_block, 65535)
+    kernel((blocks,), (32 * warps_per_block,), (x, out, softmax, np.int32(rows), np.int32(cols)))
+    return out, softmax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The entry point.
+# ---------------------------------------------------------------------------------------------------------
+
+IMPLEMENTATIONS = {"numpy": logsumexp_rows_numpy, "numba": logsumexp_rows_numba, "cupy": logsumexp_rows_cupy}
+
+
+def logsumexp_rows(x, *, backend=None):
+    """``(log Σ_c exp(x_rc) per row, softmax over each row)`` for a 2-D ``x``. CuPy arrays go to the CuPy
+    version; NumPy arrays to the numba version under the numba backend, else the reference, unless
+    ``backend`` names one."""
+    if backend is None:
+        if array_module(x) is not np:
+            backend = "cupy"
+        else:
+            backend = "numba" if _backend.current() == "numba" else "numpy"
+    if backend not in IMPLEMENTATIONS:
+        raise ValueError(f"logsumexp_rows: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
+    return IMPLEMENTATIONS[backend](x)
