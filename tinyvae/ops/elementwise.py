@@ -6,13 +6,26 @@ broadcast like NumPy; their backward sums each gradient back to its input's shap
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function, sum_to_shape
+from tinyvae.autodiff import Function, check_broadcastable, check_same_array_module, sum_to_shape
 from tinyvae.backend import array_module
-from tinyvae.tensor import as_operand
+from tinyvae.tensor import Tensor, as_operand
 
 
 def _input_shape(ctx, i):
     return ctx.inputs[i].shape
+
+
+def _apply_binary(op, name, a, b):
+    """``op.apply(a, b)`` once the operands are known to meet, so a mistake is reported here, naming the op
+    and both shapes, rather than by NumPy from inside the forward. Equal shapes and one array type (the
+    common case) cost two comparisons; only a mismatch pays for the full checks."""
+    a, b = as_operand(a), as_operand(b)
+    if isinstance(a, Tensor) and isinstance(b, Tensor):  # a Python number broadcasts against anything
+        if type(a.data) is not type(b.data):
+            check_same_array_module(name, a.data, b.data)
+        if a.shape != b.shape:
+            check_broadcastable(name, a.shape, b.shape)
+    return op.apply(a, b)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -34,7 +47,7 @@ class Add(Function):
 
 
 def add(a, b):
-    return Add.apply(as_operand(a), as_operand(b))
+    return _apply_binary(Add, "add", a, b)
 
 
 class Sub(Function):
@@ -53,7 +66,7 @@ class Sub(Function):
 
 
 def sub(a, b):
-    return Sub.apply(as_operand(a), as_operand(b))
+    return _apply_binary(Sub, "sub", a, b)
 
 
 class Mul(Function):
@@ -74,7 +87,7 @@ class Mul(Function):
 
 
 def mul(a, b):
-    return Mul.apply(as_operand(a), as_operand(b))
+    return _apply_binary(Mul, "mul", a, b)
 
 
 class Div(Function):
@@ -95,7 +108,7 @@ class Div(Function):
 
 
 def div(a, b):
-    return Div.apply(as_operand(a), as_operand(b))
+    return _apply_binary(Div, "div", a, b)
 
 
 class Power(Function):
@@ -121,7 +134,7 @@ class Power(Function):
 
 
 def power(a, b):
-    return Power.apply(as_operand(a), as_operand(b))
+    return _apply_binary(Power, "power", a, b)
 
 
 class Neg(Function):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function, sum_to_shape
+from tinyvae.autodiff import Function, broadcast_shape, check_same_array_module, sum_to_shape
 from tinyvae.backend import array_module
 from tinyvae.tensor import Tensor, as_operand
 
@@ -57,6 +57,17 @@ def matmul(a, b):
             f"matmul: shapes {a.shape} and {b.shape} do not align: a has {inner_a} columns but b has "
             f"{inner_b} rows"
         )
+    batch_a, batch_b = a.shape[:-2], b.shape[:-2]
+    if batch_a != batch_b and batch_a and batch_b:
+        try:
+            broadcast_shape("matmul", batch_a, batch_b)
+        except ValueError:
+            raise ValueError(
+                f"matmul: shapes {a.shape} and {b.shape} do not align: their batch dimensions {batch_a} "
+                f"and {batch_b} do not broadcast (sizes must be equal or 1)"
+            ) from None
+    if type(a.data) is not type(b.data):
+        check_same_array_module("matmul", a.data, b.data)
     return MatMul.apply(a, b)
 
 
@@ -108,4 +119,6 @@ def linear(x, W, b=None):
             f"linear: b has shape {b.shape} but W has {W.shape[1]} output features, so b must have "
             f"shape ({W.shape[1]},)"
         )
+    if type(x.data) is not type(W.data) or (b is not None and type(b.data) is not type(W.data)):
+        check_same_array_module("linear", *(t.data for t in (x, W, b) if t is not None))
     return Linear.apply(x, W, b)
