@@ -6,6 +6,7 @@ Each one applies an op class from :mod:`tinyvae.ops` (forward and hand-written b
 from tinyvae.ops import (
     bernoulli_log_prob,
     broadcast_to,
+    clamp_logvar,
     concatenate,
     exp,
     gaussian_kl,
@@ -22,6 +23,7 @@ from tinyvae.ops import (
     reparameterize,
     reshape,
     sigmoid,
+    soft_clamp,
     softplus,
     sqrt,
     stack,
@@ -34,6 +36,7 @@ from tinyvae.ops import (
 __all__ = [
     "bernoulli_log_prob",
     "broadcast_to",
+    "clamp_logvar",
     "concatenate",
     "exp",
     "gaussian_kl",
@@ -50,6 +53,7 @@ __all__ = [
     "reparameterize",
     "reshape",
     "sigmoid",
+    "soft_clamp",
     "softplus",
     "sqrt",
     "stack",

@@ -81,7 +81,7 @@ class MixtureEncoder(nn.Module):
         lead = stats.shape[:-1]
         log_pi = F.log_softmax(stats[..., :k], axis=-1)  # (B, K): normalised log-weights
         mu = stats[..., k : k + k * z].reshape(*lead, k, z)  # (B, K, Z)
-        logvar = stats[..., k + k * z :].reshape(*lead, k, z)  # (B, K, Z)
+        logvar = F.clamp_logvar(stats[..., k + k * z :]).reshape(*lead, k, z)  # (B, K, Z), kept finite
         return log_pi, mu, logvar
 
 

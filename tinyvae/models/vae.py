@@ -42,7 +42,14 @@ class VAEConfig(ModelConfig):
 
 
 class GaussianEncoder(nn.Module):
-    """x → (μ, log σ²) of a diagonal Gaussian q(z|x): an MLP with one output layer of 2·z_dim units."""
+    """x → (μ, log σ²) of a diagonal Gaussian q(z|x): an MLP with one output layer of 2·z_dim units.
+
+    The log σ² half passes through ``F.clamp_logvar``, a smooth clamp to (−30, 20) that is the identity
+    inside (to ~1e−9): the sample's σ = exp(logvar / 2), the KL's σ² and the log-density's 1/σ² overflow
+    float32 once |logvar| passes 88, which one bad update can cause (a huge learning rate, an outlier);
+    the clamp keeps them finite without a kink that would zero the gradient (the choice and its range are
+    explained at ``tinyvae.ops.gaussian.LOGVAR_RANGE``).
+    """
 
     def __init__(self, in_dim, hidden, z_dim, activation, rng, dtype):
         super().__init__()
@@ -51,7 +58,7 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x):
         stats = self.net(x)  # (B, 2Z)
-        return stats[..., : self.z_dim], stats[..., self.z_dim :]  # μ, log σ²: (B, Z) each
+        return stats[..., : self.z_dim], F.clamp_logvar(stats[..., self.z_dim :])  # μ, log σ²: (B, Z) each
 
 
 def make_decoder(config, rng, in_dim=None):

@@ -16,7 +16,7 @@ from tinyvae.ops.elementwise import (
     sub,
     tanh,
 )
-from tinyvae.ops.gaussian import gaussian_kl, reparameterize
+from tinyvae.ops.gaussian import clamp_logvar, gaussian_kl, reparameterize, soft_clamp
 from tinyvae.ops.likelihood import bernoulli_log_prob, gaussian_log_prob
 from tinyvae.ops.linalg import linear, matmul
 from tinyvae.ops.quantize import vector_quantize
@@ -27,6 +27,7 @@ __all__ = [
     "add",
     "bernoulli_log_prob",
     "broadcast_to",
+    "clamp_logvar",
     "concatenate",
     "div",
     "exp",
@@ -48,6 +49,7 @@ __all__ = [
     "reparameterize",
     "reshape",
     "sigmoid",
+    "soft_clamp",
     "softplus",
     "sqrt",
     "stack",
