@@ -20,8 +20,8 @@ libm call and the dominant cost. σ · σ differs from exp(logvar) by at most ~2
 Three versions side by side:
 
 1. :func:`gaussian_forward_numpy` / :func:`gaussian_backward_numpy`: the reference, NumPy ufuncs.
-2. :func:`gaussian_forward_numba` / :func:`gaussian_backward_numba`: one fused pass each, rows in
-   ``prange`` on one thread by default (``tinyvae.backend.load_numba``).
+2. :func:`gaussian_forward_numba` / :func:`gaussian_backward_numba`: one fused pass each; by default a
+   serial build on one thread (``tinyvae.backend.load_numba``), rows in ``prange`` when more are asked.
 3. :func:`gaussian_forward_cupy` / :func:`gaussian_backward_cupy`: CuPy ElementwiseKernels (the KL's row
    sum is a CuPy reduction).
 
@@ -122,15 +122,19 @@ def _fused_backward(g_z, g_kl, mu, eps, sigma, var, grad_mu, grad_logvar):
 
 
 @functools.cache
-def _numba_kernels():
-    """Compile (or load from numba's on-disk cache) both kernels; on first use, never at import."""
+def _numba_kernels(parallel):
+    """Compile (or load from numba's on-disk cache) both kernels; on first use, never at import.
+
+    Two builds of the same loops: ``parallel=False`` for one thread, which needs no pool switch (entering
+    ``backend.numba_threads`` costs ~5 µs, more than the whole (128, 20) backward), and ``parallel=True``
+    for ``threads > 1``. Measured at (16..512, 20), float32: the serial build is what wins (RESULTS.md)."""
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    options = dict(parallel=True, cache=True, boundscheck=False, fastmath={"contract"})
+    options = dict(parallel=parallel, cache=True, boundscheck=False, fastmath={"contract"})
     forward = numba.njit(_FORWARD_SIGNATURES, **options)(_fused_forward)
     backward = numba.njit(_BACKWARD_SIGNATURES, **options)(_fused_backward)
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
+    COMPILE_SECONDS["numba" if not parallel else "numba parallel"] = time.perf_counter() - start
     return forward, backward
 
 
@@ -139,25 +143,30 @@ def _c_order(dtype, *arrays):
 
 
 def gaussian_forward_numba(mu, logvar, eps, *, threads=1):
-    """``(z, kl, sigma, var)`` in one numba pass (``threads``: numba's pool size for the call)."""
+    """``(z, kl, sigma, var)`` in one numba pass (``threads``: 1 runs the serial build, more the parallel
+    build on that many of numba's threads)."""
     _check("gaussian_forward", mu=mu, logvar=logvar, eps=eps)
     mu, logvar, eps = _c_order(mu.dtype, mu, logvar, eps)
     z, sigma, var = (np.empty_like(mu) for _ in range(3))
     kl = np.empty(mu.shape[0], dtype=mu.dtype)
-    forward, _ = _numba_kernels()
-    with _backend.numba_threads(threads):
-        forward(mu, logvar, eps, z, kl, sigma, var)
+    if threads == 1:
+        _numba_kernels(False)[0](mu, logvar, eps, z, kl, sigma, var)
+    else:
+        with _backend.numba_threads(threads):
+            _numba_kernels(True)[0](mu, logvar, eps, z, kl, sigma, var)
     return z, kl, sigma, var
 
 
 def gaussian_backward_numba(g_z, g_kl, mu, eps, sigma, var, *, threads=1):
-    """``(dL/dmu, dL/dlogvar)`` in one numba pass (``threads``: numba's pool size for the call)."""
+    """``(dL/dmu, dL/dlogvar)`` in one numba pass (``threads`` as for the forward)."""
     _check("gaussian_backward", g_z=g_z, g_kl=g_kl, mu=mu, eps=eps, sigma=sigma, var=var)
     g_z, g_kl, mu, eps, sigma, var = _c_order(mu.dtype, g_z, g_kl, mu, eps, sigma, var)
     grad_mu, grad_logvar = np.empty_like(mu), np.empty_like(mu)
-    _, backward = _numba_kernels()
-    with _backend.numba_threads(threads):
-        backward(g_z, g_kl, mu, eps, sigma, var, grad_mu, grad_logvar)
+    if threads == 1:
+        _numba_kernels(False)[1](g_z, g_kl, mu, eps, sigma, var, grad_mu, grad_logvar)
+    else:
+        with _backend.numba_threads(threads):
+            _numba_kernels(True)[1](g_z, g_kl, mu, eps, sigma, var, grad_mu, grad_logvar)
     return grad_mu, grad_logvar
 
 

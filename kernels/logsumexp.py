@@ -21,8 +21,9 @@ Three versions side by side, each returning ``(out (R,), softmax (R, C))`` in x'
 1. :func:`logsumexp_rows_numpy`: the reference, NumPy reductions and ufuncs.
 2. :func:`logsumexp_rows_numba`: per row, one pass for the maximum, one that stores exp(x − m) and sums it,
    one that scales the stored exponentials by 1/sum into the softmax (three passes over a row that sits in
-   L1, instead of NumPy's eight passes with temporaries). Rows in ``prange`` on one thread by default
-   (``tinyvae.backend.load_numba``: memory-bound loops beside BLAS stay on one thread).
+   L1, instead of NumPy's eight passes with temporaries). A serial build on one thread by default
+   (``tinyvae.backend.load_numba``: small loops beside BLAS stay on one thread); rows in ``prange`` when
+   more threads are asked.
 3. :func:`logsumexp_rows_cupy`: a RawKernel, one warp per row, shuffle reductions for the max and the sum.
 """
 
@@ -101,28 +102,32 @@ def _lse_rows(x, out, softmax):
 
 
 @functools.cache
-def _numba_kernel():
-    """Compile (or load from numba's on-disk cache) the kernel; on first use, never at import."""
+def _numba_kernel(parallel):
+    """Compile (or load from numba's on-disk cache) the kernel; on first use, never at import. A serial
+    build for one thread (no ~5 µs pool switch through ``backend.numba_threads``), a ``parallel=True``
+    build for more."""
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
     kernel = numba.njit(
-        _NUMBA_SIGNATURES, parallel=True, cache=True, boundscheck=False, fastmath={"contract"}
+        _NUMBA_SIGNATURES, parallel=parallel, cache=True, boundscheck=False, fastmath={"contract"}
     )(_lse_rows)
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
+    COMPILE_SECONDS["numba" if not parallel else "numba parallel"] = time.perf_counter() - start
     return kernel
 
 
 def logsumexp_rows_numba(x, *, threads=1):
-    """``(out (R,), softmax (R, C))`` in one numba call; ``threads`` sets numba's pool for the call (the
-    default 1 follows the project's rule for small memory-bound loops; see benchmarks/RESULTS.md)."""
+    """``(out (R,), softmax (R, C))`` in one numba call; ``threads`` = 1 runs the serial build (the
+    project's rule for small memory-bound loops), more the parallel build on that many threads."""
     _check(x)
     x = np.ascontiguousarray(x)  # a (K, B) array's .T is copied here, into rows of K
     out = np.empty(x.shape[0], dtype=x.dtype)
     softmax = np.empty(x.shape, dtype=x.dtype)
-    kernel = _numba_kernel()
-    with _backend.numba_threads(threads):
-        kernel(x, out, softmax)
+    if threads == 1:
+        _numba_kernel(False)(x, out, softmax)
+    else:
+        with _backend.numba_threads(threads):
+            _numba_kernel(True)(x, out, softmax)
     return out, softmax
 
 
