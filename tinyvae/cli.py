@@ -40,6 +40,13 @@ def _positive_int(text):
     return value
 
 
+def _at_least_two(text):
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (the two ends of the path), got {value}")
+    return value
+
+
 def _non_negative_float(text):
     try:
         value = float(text)
@@ -157,7 +164,7 @@ def build_parser():
         "interpolate", "decode the path between two test examples", "tinyvae interpolate RUN --method slerp"
     )
     interpolate.add_argument(
-        "--steps", type=_positive_int, default=10, help="points on the path (default 10)"
+        "--steps", type=_at_least_two, default=10, help="points on the path, >= 2 (default 10)"
     )
     interpolate.add_argument("--method", choices=("linear", "slerp"), default="linear")
     run_command("plot", "make every figure that applies to the run", "tinyvae plot RUN")
@@ -279,7 +286,7 @@ def command_train(args):
     if args.resume:
         settings = _read_settings(run_dir)
         model, optimizer, rng, history, done = train.resume(
-            run_dir, lambda p: optim.Adam(p, lr=settings["lr"])
+            run_dir, lambda p: optim.Adam(p, lr=settings["lr"]), expected_model=settings["model"]
         )
         train_data, test_data = _load_splits(settings, numpy.random.default_rng(settings["seed"]))
         print(f"resuming {run_dir} after epoch {done} of {args.epochs}")
@@ -393,6 +400,13 @@ def command_sample(args):
     model, _, train_data, _, rng = _load_run(args)
     if model.conditional and args.label is None:
         raise CommandError(f"--label is required for the conditional model {model.name!r}")
+    if not model.conditional and args.label is not None:
+        raise CommandError(f"--label applies to conditional models only (cvae), not to {model.name!r}")
+    if model.conditional and not 0 <= args.label < model.config.n_classes:
+        raise CommandError(
+            f"--label must be a class in 0..{model.config.n_classes - 1} for this {model.name!r} model, "
+            f"got {args.label}"
+        )
     path = plots.samples_grid(
         model,
         rng,
