@@ -31,10 +31,20 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, truncated, corrupt, of another format or model."""
 
 
+TEMPORARY_PREFIX = ".tmp-"  # the name of a file being written; never read as a checkpoint
+
+
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` so that ``path`` holds either the old or the new content, never a mix."""
+    """Write ``data`` to ``path`` so that ``path`` holds either the old or the new content, never a mix.
+
+    The bytes go to ``.tmp-<random><name>`` in the same directory first. On any exception (Ctrl-C included)
+    that temporary is removed; a process killed outright (SIGKILL, power loss) can leave one behind, which
+    nothing reads (loaders open fixed names such as ``last.npz``) and :func:`remove_stale_temporaries`
+    deletes when training starts or resumes in that directory."""
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path)
+    )
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -45,6 +55,21 @@ def atomic_write_bytes(path, data):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def remove_stale_temporaries(directory):
+    """Delete the ``.tmp-*`` files that killed writers left in ``directory``; returns their names.
+
+    Call it only where no other process is writing (a run directory when its training starts)."""
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(TEMPORARY_PREFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def save_checkpoint(path, model, optimizer=None, **meta):
@@ -85,9 +110,14 @@ def read_checkpoint(path):
         raise CheckpointError(f"checkpoint {path}: no '{META_KEY}' header; not a tinyvae checkpoint")
     try:
         meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # deep nesting: Recursion
         raise CheckpointError(f"checkpoint {path}: the '{META_KEY}' header is not valid JSON") from error
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: the '{META_KEY}' header is a JSON {type(meta).__name__}, not an object; "
+            "not a tinyvae checkpoint"
+        )
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not a tinyvae checkpoint (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
@@ -97,6 +127,37 @@ def read_checkpoint(path):
     model_state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     optimizer_state = {k[len("optimizer/") :]: v for k, v in arrays.items() if k.startswith("optimizer/")}
     return meta, model_state, optimizer_state
+
+
+# Config fields that size a model's arrays: each one, and each product of neighbouring layer widths, is
+# the size of at least one saved array, so none can exceed the number of numbers in the file.
+SIZE_FIELDS = ("x_dim", "z_dim", "hidden", "z_dims", "codebook_size", "code_dim", "latent_vectors")
+SIZE_FIELDS += ("n_classes", "components", "flow_steps")
+
+
+def _check_sizes_fit(path, config, state):
+    """Refuse, before anything is allocated, a config whose layers could not match the arrays in the file.
+
+    Building the model allocates its weights from the config alone, so a corrupt or hostile header asking
+    for x_dim = 10**9 would exhaust memory long before the shapes are compared; a model whose first layers
+    are larger than every number stored cannot be the one saved."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path}: the header's 'config' is not a mapping of fields")
+    stored = sum(int(numpy.size(array)) for array in state.values())
+    sizes = {}
+    for field in SIZE_FIELDS:
+        value = config.get(field)
+        values = value if isinstance(value, list | tuple) else [value]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            sizes[field] = values
+    chain = sizes.get("x_dim", []) + sizes.get("hidden", [])  # the encoder's first layers, in order
+    products = [a * b for a, b in zip(chain, chain[1:], strict=False)]
+    largest = max([v for values in sizes.values() for v in values] + products, default=0)
+    if largest > max(stored, 1):
+        raise CheckpointError(
+            f"checkpoint {path}: its config asks for arrays of {largest} numbers but the file holds only "
+            f"{stored}; the header does not describe these weights (corrupt or edited)"
+        )
 
 
 def load_model(path, expected_model=None):
@@ -111,6 +172,7 @@ def load_model(path, expected_model=None):
     if name not in models.MODELS:
         raise CheckpointError(f"checkpoint {path}: unknown model {name!r}; known: {sorted(models.MODELS)}")
     cls = models.MODELS[name]
+    _check_sizes_fit(path, meta.get("config"), model_state)
     try:
         model = cls(cls.config_class.from_dict(meta["config"]))
         model.load_state_dict(model_state)

@@ -28,7 +28,14 @@ import numpy
 
 import tinyvae
 from tinyvae.autodiff import no_grad
-from tinyvae.checkpoint import atomic_write_bytes, load_model, read_checkpoint, save_checkpoint
+from tinyvae.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    load_model,
+    read_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 
 EVALUATION_SEED = 12345  # test-split noise (sampling z, dynamic pixels) is the same every epoch
 
@@ -155,6 +162,7 @@ def fit(
     history = list(history or [])
     if run_dir is not None:
         os.makedirs(run_dir, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a process killed while saving; never read
     best = max((_score(row) for row in history), default=-math.inf)
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
@@ -204,15 +212,24 @@ def write_run_config(run_dir, settings):
     atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(payload, indent=2).encode())
 
 
-def resume(run_dir, optimizer_factory):
+def resume(run_dir, optimizer_factory, expected_model=None):
     """Everything ``fit`` needs to continue the run in ``run_dir`` from its last checkpoint:
     ``(model, optimizer, rng, history, epoch)``. ``optimizer_factory(parameters)`` makes an optimiser of the
-    run's kind, whose state is then loaded."""
+    run's kind, whose state is then loaded. ``expected_model`` (a name) refuses a checkpoint of another model.
+    A checkpoint that cannot continue a run (no optimiser state, no RNG state) is a CheckpointError."""
     path = os.path.join(run_dir, "last.npz")
-    model, meta = load_model(path)
+    model, meta = load_model(path, expected_model=expected_model)
     _, _, optimizer_state = read_checkpoint(path)
+    missing = [key for key in ("epoch", "rng", "history") if key not in meta]
+    if missing or not optimizer_state:
+        what = ", ".join(missing + ([] if optimizer_state else ["optimizer state"]))
+        raise CheckpointError(f"checkpoint {path}: cannot resume a run from it, it lacks: {what}")
     optimizer = optimizer_factory(model.parameters())
-    optimizer.load_state_dict(optimizer_state)
-    rng = numpy.random.default_rng()
-    rng.bit_generator.state = meta["rng"]
-    return model, optimizer, rng, meta["history"], int(meta["epoch"])
+    try:
+        optimizer.load_state_dict(optimizer_state)
+        rng = numpy.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        epoch = int(meta["epoch"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: its training state does not fit: {error}") from error
+    return model, optimizer, rng, meta["history"], epoch
