@@ -1,12 +1,16 @@
 """Every script in examples/ runs in its --quick mode, writes the figures it reports as valid, non-blank
 PNGs, and shows its lesson in one cheap number check. Scripts are discovered, so a new example is tested
-without touching this file."""
+without touching this file. Files starting with "_" (examples/_common.py, the shared plumbing) are not
+examples; the scripts import it as ``import _common``, which works because examples/ is on sys.path, as it
+is when a script is run as ``python examples/x.py``."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
 import pathlib
+import subprocess
+import sys
 
 import numpy
 import pytest
@@ -16,7 +20,8 @@ SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def load(path):
+def load(path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/x.py` does: `import _common` works
     spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -89,10 +94,10 @@ def test_examples_are_found():
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
-def test_example_runs_quick(path, tmp_path, capsys):
+def test_example_runs_quick(path, tmp_path, capsys, monkeypatch):
     import matplotlib.pyplot as plt  # imread only; nothing is drawn through pyplot
 
-    module = load(path)
+    module = load(path, monkeypatch)
     assert module.__doc__ and "--quick" in module.__doc__, (
         f"{path.name}: the docstring should say how to run it"
     )
@@ -111,3 +116,13 @@ def test_example_runs_quick(path, tmp_path, capsys):
             assert math.isfinite(float(v)), f"{path.name}: {key} = {value}"
     if path.stem in LESSONS:
         LESSONS[path.stem](numbers)
+
+
+def test_example_runs_as_a_script(tmp_path):
+    """The README's way, `python examples/vae_mnist.py --quick`, from another directory: the script finds
+    examples/_common.py next to it."""
+    out = tmp_path / "out"
+    command = [sys.executable, str(EXAMPLES / "vae_mnist.py"), "--quick", "--out", str(out)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "figures in" in done.stdout and (out / "samples.png").is_file()

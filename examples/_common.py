@@ -1,0 +1,77 @@
+"""Plumbing shared by the scripts in examples/: the command line, loading the splits, the training call,
+drawing a figure without pyplot, and the closing report. Nothing here teaches; each example keeps its
+lesson in its own file and imports this one as ``import _common`` (``python examples/x.py`` puts
+examples/ on sys.path; the leading underscore keeps tests/test_examples.py from running it as an example).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from tinyvae import data, optim, train
+
+BATCH_SIZE = 128  # every example trains on batches of 128
+
+
+def example_parser(name, doc, epochs, quick, per_model=False):
+    """An ArgumentParser with the options every example has: --epochs, --seed, --out and --quick.
+
+    ``doc`` is the script's docstring (its first line describes the script); ``epochs`` the default number
+    of epochs, ``per_model`` says whether each of several models gets that many; ``quick`` describes the
+    --quick run in its help ("500 images, 1 epoch"). The script adds its own options to the parser and
+    applies the --quick settings itself after parsing.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    what = "training epochs per model" if per_model else "training epochs"
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"{what} (default {epochs})")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
+    parser.add_argument("--out", default=os.path.join("examples_out", name), help="where the figures go")
+    parser.add_argument("--quick", action="store_true", help=f"a tiny run ({quick})")
+    return parser
+
+
+def load_splits(name, quick, quick_sizes, full_sizes=(None, None), likelihood="bernoulli"):
+    """The train and test splits of dataset ``name``, with the pixels a ``likelihood`` decoder should see
+    (:func:`tinyvae.data.default_pixels`). ``quick_sizes`` and ``full_sizes`` are (n_train, n_test) for a
+    --quick run and a full one; None keeps the whole split.
+    """
+    n_train, n_test = quick_sizes if quick else full_sizes
+    train_pixels = data.default_pixels(likelihood, "train", name)
+    test_pixels = data.default_pixels(likelihood, "test", name)
+    train_set = data.load_dataset(name, "train", pixels=train_pixels, n=n_train)
+    test_set = data.load_dataset(name, "test", pixels=test_pixels, n=n_test)
+    return train_set, test_set
+
+
+def fit_adam(model, train_set, test_set, epochs, rng, lr):
+    """Train ``model`` for ``epochs`` epochs with a fresh Adam at learning rate ``lr``, batches of 128, one
+    printed line per epoch (no progress bar); returns the history (one dict per epoch)."""
+    optimizer = optim.Adam(model.parameters(), lr=lr)
+    return train.fit(model, train_set, test_set, epochs, BATCH_SIZE, optimizer, rng, progress=False)
+
+
+def new_figure(figsize):
+    """A Matplotlib Figure at 100 dpi drawn by the Agg canvas: no pyplot, no display needed."""
+    figure = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure, path):
+    """Lay ``figure`` out and write it to ``path`` as a PNG; returns ``path``."""
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def report(args, numbers, figures, start):
+    """Print where the figures went and how long the run took (``start`` from time.perf_counter());
+    returns what every example's main returns: ``{"numbers": numbers, "figures": [paths]}``."""
+    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
+    print(f"took {time.perf_counter() - start:.1f} s")
+    return {"numbers": numbers, "figures": [str(p) for p in figures]}
