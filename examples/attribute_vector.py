@@ -17,27 +17,21 @@ the printed ink (sum of pixel probabilities) falls with it, since 1s carry the l
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, models, optim, train
+from tinyvae import evaluate, models
 
 NAME = "attribute_vector"
 ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    parser = _common.example_parser(NAME, __doc__, epochs=20, quick="500 images, 1 epoch")
     parser.add_argument("--digit", type=int, default=1, choices=range(10), help="the attribute (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (500 images, 1 epoch)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -48,17 +42,14 @@ def edit_figure(images, digit, path):
     """images (rows, len(ALPHAS), 784): one test digit per row, one α per column."""
     rows, cols = images.shape[:2]
     canvas = images.reshape(rows, cols, 28, 28).transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
-    figure = Figure(figsize=(0.6 * cols + 1.5, 0.6 * rows + 1.2), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((0.6 * cols + 1.5, 0.6 * rows + 1.2))
     ax = figure.add_subplot()
     ax.imshow(numpy.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1)
     ax.set_xticks(numpy.arange(cols) * 28 + 14, [f"{a:g}" for a in ALPHAS])
     ax.set_yticks([])
     ax.set_xlabel("α in decode(z + α v)")
     ax.set_title(f'Attribute vector "digit is {digit}": decode(z + α v)')
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -66,23 +57,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    n_train, n_test = (500, 200) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(500, 200))
 
     model = models.build("vae", x_dim=784, z_dim=20, hidden=(400,), seed=args.seed)
-    train.fit(
-        model,
-        train_set,
-        test_set,
-        args.epochs,
-        128,
-        optim.Adam(model.parameters(), lr=1e-3),
-        rng,
-        progress=False,
-    )
+    _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
 
     mask = train_set.labels == args.digit  # (N,) bool: which training images have the attribute
     v = evaluate.attribute_vector(model, train_set.x, mask)  # (Z,)
@@ -99,9 +77,7 @@ def main(argv=None):
     for alpha, value in zip(ALPHAS, ink, strict=True):
         print(f"  α = {alpha:>4g}: {value:6.1f}")
     numbers = {"vector_norm": float(numpy.linalg.norm(v)), "ink_by_alpha": [float(i) for i in ink]}
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

@@ -17,25 +17,21 @@ reconstructions, but its codes fill the prior, so prior samples decode to digits
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
 
-from tinyvae import data, models, optim, plots, train
+from tinyvae import models, plots
 
 NAME = "autoencoder_baseline"
 Z_DIM = 20
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs per model (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (500 images, 1 epoch)")
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="500 images, 1 epoch", per_model=True)
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -58,11 +54,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    n_train, n_test = (500, 200) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(500, 200))
     reference = train_set.x[:2000]  # grey levels of training images, for the nearest-neighbour distance
 
     numbers, figures = {}, []
@@ -70,16 +62,7 @@ def main(argv=None):
         rng = numpy.random.default_rng(args.seed)
         model = models.build(name, x_dim=784, z_dim=Z_DIM, hidden=(400,), seed=args.seed)
         print(f"--- {name}")
-        train.fit(
-            model,
-            train_set,
-            test_set,
-            args.epochs,
-            128,
-            optim.Adam(model.parameters(), lr=1e-3),
-            rng,
-            progress=False,
-        )
+        _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
         codes = numpy.asarray(model.latent_mean(model.check_x(test_set.x)), dtype=numpy.float64)  # (N, Z)
         samples = model.sample(100, numpy.random.default_rng(args.seed))  # decoded z ~ N(0, I), (100, 784)
         numbers[f"{name}_recon_nll"] = float(bernoulli_nll(model.reconstruct(test_set.x), test_set.x).mean())
@@ -109,9 +92,7 @@ def main(argv=None):
         f"N(0, I) in {Z_DIM} dimensions: code std 1, code norm ≈ {math.sqrt(Z_DIM):.2f}; "
         "sample→nearest is the mean pixel distance of a prior sample to its nearest training image"
     )
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

@@ -14,26 +14,20 @@ ELBO is lower.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, models, optim, plots, train
+from tinyvae import evaluate, models, plots
 
 NAME = "beta_vae"
 BETAS = (1.0, 4.0)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs per model (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (500 images, 1 epoch)")
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="500 images, 1 epoch", per_model=True)
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -42,8 +36,7 @@ def parse_args(argv):
 
 def tradeoff_figure(results, path):
     """Reconstruction term and KL term side by side for each β (nats per image)."""
-    figure = Figure(figsize=(6, 3.8), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((6, 3.8))
     ax = figure.add_subplot()
     positions = numpy.arange(len(results))
     recon = [r["recon"] for r in results]
@@ -54,36 +47,21 @@ def tradeoff_figure(results, path):
     ax.set_ylabel("nats per test image")
     ax.set_title("β-VAE: a larger β buys a smaller KL with worse reconstructions")
     ax.legend(loc="best")
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    n_train, n_test = (500, 200) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(500, 200))
 
     results, figures = [], []
     for beta in BETAS:
         rng = numpy.random.default_rng(args.seed)  # same data order and noise for both: only β differs
         model = models.build("beta-vae", x_dim=784, z_dim=20, hidden=(400,), beta=beta, seed=args.seed)
         print(f"--- β = {beta:g}")
-        history = train.fit(
-            model,
-            train_set,
-            test_set,
-            args.epochs,
-            128,
-            optim.Adam(model.parameters(), lr=1e-3),
-            rng,
-            progress=False,
-        )
+        history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
         units, _ = evaluate.active_units(model, test_set.x)
         last = history[-1]
         results.append(
@@ -115,9 +93,7 @@ def main(argv=None):
         tag = f"beta{r['beta']:g}"
         numbers.update({f"recon_{tag}": r["recon"], f"kl_{tag}": r["kl"], f"elbo_{tag}": r["elbo"]})
         numbers[f"active_units_{tag}"] = r["units"]
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

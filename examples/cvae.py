@@ -17,25 +17,19 @@ conditional decoder that ignored its label would score 0.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, models, optim, plots, train
+from tinyvae import models, plots
 
 NAME = "cvae"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (300 images, 1 epoch)")
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="300 images, 1 epoch")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -46,17 +40,14 @@ def style_figure(images, path):
     """images (classes, styles, 784): row = label y, column = one fixed z."""
     classes, styles = images.shape[:2]
     canvas = images.reshape(classes, styles, 28, 28).transpose(0, 2, 1, 3).reshape(classes * 28, styles * 28)
-    figure = Figure(figsize=(0.5 * styles + 1.5, 0.5 * classes + 1), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((0.5 * styles + 1.5, 0.5 * classes + 1))
     ax = figure.add_subplot()
     ax.imshow(numpy.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1)
     ax.set_yticks(numpy.arange(classes) * 28 + 14, [f"y = {c}" for c in range(classes)])
     ax.set_xticks(numpy.arange(styles) * 28 + 14, [f"z{j + 1}" for j in range(styles)])
     ax.set_xlabel("one z per column, decoded under every label")
     ax.set_title("CVAE: same style z, different digit y")
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -64,23 +55,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    n_train, n_test = (300, 100) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(300, 100))
 
     model = models.build("cvae", x_dim=784, z_dim=20, hidden=(400,), n_classes=10, seed=args.seed)
-    history = train.fit(
-        model,
-        train_set,
-        test_set,
-        args.epochs,
-        128,
-        optim.Adam(model.parameters(), lr=1e-3),
-        rng,
-        progress=False,
-    )
+    history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
 
     styles = 8
     z = rng.standard_normal((styles, 20)).astype(numpy.float32)  # (S, Z), the same z for every class
@@ -109,9 +87,7 @@ def main(argv=None):
         f"  of which KL(q(z|x,y) ‖ p(z)): {numbers['test_kl']:.2f} nats (the style; the class costs nothing)"
     )
     print(f"label effect: changing y alone moves pixels by {label_effect:.3f} on average (probability units)")
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

@@ -18,27 +18,21 @@ failure of deep VAEs (Sønderby et al. 2016). The per-epoch table and kl_per_lay
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, models, optim, plots, train
+from tinyvae import evaluate, models, plots
 
 NAME = "hvae"
 Z_DIMS = (20, 10)  # z_1 (read by the decoder), z_2 (top)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="300 images, 1 epoch, k = 10")
     parser.add_argument("--k", type=int, default=100, help="importance samples for the NLL (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (300 images, 1 epoch, k = 10)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.k = 1, 10
@@ -46,8 +40,7 @@ def parse_args(argv):
 
 
 def kl_figure(history, path):
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((6, 4))
     ax = figure.add_subplot()
     epochs = [row["epoch"] for row in history]
     for t in range(1, len(Z_DIMS) + 1):
@@ -57,9 +50,7 @@ def kl_figure(history, path):
     ax.set_title("Hierarchical VAE: the KL of each stochastic layer")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -67,23 +58,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    n_train, n_test = (300, 100) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(300, 100))
 
     model = models.build("hvae", x_dim=784, z_dims=Z_DIMS, hidden=(400,), seed=args.seed)
-    history = train.fit(
-        model,
-        train_set,
-        test_set,
-        args.epochs,
-        128,
-        optim.Adam(model.parameters(), lr=1e-3),
-        rng,
-        progress=False,
-    )
+    history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
     figures = [
         kl_figure(history, os.path.join(args.out, "kl_per_layer.png")),
         plots.samples_grid(model, rng, os.path.join(args.out, "samples.png"), n=64),
@@ -108,9 +86,7 @@ def main(argv=None):
     print(f"test ELBO = recon − KL_1 − KL_2: {elbo:.2f} = {recon:.2f} − {kls[0]:.2f} − {kls[1]:.2f} nats")
     print(f"share of the KL in the top layer: {kls[1] / max(sum(kls), 1e-12):.1%}")
     print(f"test NLL, k = {args.k}: {-log_px.mean():.2f} nats per image")
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

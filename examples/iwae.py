@@ -19,15 +19,13 @@ follow, and this script shows both:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, models, optim, plots, train
+from tinyvae import evaluate, models, plots
 
 NAME = "iwae"
 TRAIN_K = (1, 5, 20)
@@ -35,12 +33,8 @@ EVAL_K = (1, 5, 20, 100, 1000)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs per model (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument(
-        "--quick", action="store_true", help="a tiny run (200 images, 1 epoch, K = 1 and 5, k ≤ 20)"
+    parser = _common.example_parser(
+        NAME, __doc__, epochs=5, quick="200 images, 1 epoch, K = 1 and 5, k ≤ 20", per_model=True
     )
     args = parser.parse_args(argv)
     args.train_k, args.eval_k = TRAIN_K, EVAL_K
@@ -55,8 +49,7 @@ def bound(model, x, k, seed):
 
 
 def bound_figure(curves, path):
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((6, 4))
     ax = figure.add_subplot()
     for train_k, (ks, values) in curves.items():
         ax.plot(ks, values, marker="o", label=f"trained with K = {train_k}")
@@ -66,20 +59,16 @@ def bound_figure(curves, path):
     ax.set_title("The IWAE bound tightens as k grows (Burda et al. 2016, Thm 1)")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    n_train, n_test = (200, 50) if args.quick else (None, 200)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
+    train_set, test_set = _common.load_splits(
+        "mnist5k", args.quick, quick_sizes=(200, 50), full_sizes=(None, 200)
     )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
     x = test_set.x
 
     curves, figures, numbers = {}, [], {}
@@ -88,16 +77,7 @@ def main(argv=None):
         model = models.build("iwae", x_dim=784, z_dim=20, hidden=(200,), k=k, seed=args.seed)
         print(f"--- IWAE trained with K = {k}")
         tic = time.perf_counter()
-        train.fit(
-            model,
-            train_set,
-            test_set,
-            args.epochs,
-            128,
-            optim.Adam(model.parameters(), lr=1e-3),
-            rng,
-            progress=False,
-        )
+        _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
         seconds = time.perf_counter() - tic
         values = [bound(model, x, k_eval, args.seed) for k_eval in args.eval_k]
         curves[k] = (args.eval_k, values)
@@ -117,9 +97,7 @@ def main(argv=None):
         f"reading along a row: the bound rises with k towards log p(x); down the last column (k = "
         f"{args.eval_k[-1]}, ≈ log p(x)): training with larger K gives a higher log p(x)"
     )
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

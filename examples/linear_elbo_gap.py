@@ -23,16 +23,14 @@ to the exact log p(x): it starts at the ELBO and climbs towards log p(x).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, models, optim, train
+from tinyvae import evaluate, models, optim, train
 
 NAME = "linear_elbo_gap"
 NOISE_VARIANCE = 0.1  # σ² of p(x|z), fixed: pixel variances in MNIST are at most about 0.2
@@ -40,12 +38,8 @@ BOUND_K = (1, 10, 100, 1000)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    parser = _common.example_parser(NAME, __doc__, epochs=20, quick="500 images, 2 epochs, k ≤ 100")
     parser.add_argument("--z-dim", type=int, default=8, help="latent dimensions (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (500 images, 2 epochs, k ≤ 100)")
     args = parser.parse_args(argv)
     args.bound_k = BOUND_K
     if args.quick:
@@ -66,8 +60,7 @@ def gaps(model, x):
 
 
 def figure_of(epochs, trace, bound_k, bounds, exact, path):
-    figure = Figure(figsize=(11, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((11, 4))
     left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     gap = [lp - e for lp, e, _ in trace]
     approx = [lp - b for lp, _, b in trace]
@@ -87,9 +80,7 @@ def figure_of(epochs, trace, bound_k, bounds, exact, path):
     right.set_title("IWAE bound L_k climbs towards log p(x)")
     right.legend(loc="best")
     right.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -97,10 +88,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    n_train, n_test = (500, 100) if args.quick else (None, 200)
-    pixels = data.default_pixels("gaussian", "train")  # continuous: a Gaussian decoder on grey levels
-    train_set = data.load_dataset("mnist5k", "train", pixels=pixels, n=n_train)
-    test_set = data.load_dataset("mnist5k", "test", pixels=pixels, n=n_test)
+    # Continuous pixels: a Gaussian decoder on grey levels.
+    train_set, test_set = _common.load_splits(
+        "mnist5k", args.quick, quick_sizes=(500, 100), full_sizes=(None, 200), likelihood="gaussian"
+    )
     x = test_set.x
 
     model = models.build(
@@ -154,9 +145,7 @@ def main(argv=None):
     }
     before, after = numbers["gap_initial"], numbers["gap_final"]
     print(f"gap: {before:.2f} nats untrained → {after:.3f} nats after {args.epochs} epochs")
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

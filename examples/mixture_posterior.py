@@ -14,26 +14,24 @@ Expect the mixture to close part of the gap; how much depends on how non-Gaussia
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
 
-from tinyvae import data, evaluate, models, optim, plots, train
+from tinyvae import evaluate, models, plots
 
 NAME = "mixture_posterior"
 TOY = "ring"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
+    parser = _common.example_parser(
+        NAME, __doc__, epochs=30, quick="500 points, 1 epoch, k = 20", per_model=True
+    )
     parser.add_argument("--components", type=int, default=4, help="K, Gaussians in q(z|x) (default 4)")
     parser.add_argument("--k", type=int, default=500, help="importance samples for log p(x) (default 500)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (500 points, 1 epoch, k = 20)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.k = 1, 20
@@ -44,9 +42,10 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    n_train, n_test = (500, 200) if args.quick else (None, 1000)
-    train_set = data.load_dataset(TOY, "train", n=n_train)  # (N, 2) points, continuous
-    test_set = data.load_dataset(TOY, "test", n=n_test)
+    # (N, 2) real-valued points: continuous, for the Gaussian decoder
+    train_set, test_set = _common.load_splits(
+        TOY, args.quick, quick_sizes=(500, 200), full_sizes=(None, 1000), likelihood="gaussian"
+    )
     # Same networks for both; the decoder learns its noise variance (a fixed σ = 1 would blur the ring).
     common = dict(
         x_dim=2, z_dim=2, hidden=(64, 64), likelihood="gaussian", gaussian_logvar=None, seed=args.seed
@@ -61,16 +60,7 @@ def main(argv=None):
     for name, model in contenders.items():
         print(f"--- {model.name}")
         rng = numpy.random.default_rng(args.seed)
-        history = train.fit(
-            model,
-            train_set,
-            test_set,
-            args.epochs,
-            128,
-            optim.Adam(model.parameters(), lr=3e-3),
-            rng,
-            progress=False,
-        )
+        history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=3e-3)
         log_px = evaluate.log_likelihood(model, test_set.x, k=args.k, rng=numpy.random.default_rng(args.seed))
         numbers[f"elbo_{name}"] = history[-1]["test_elbo"]
         numbers[f"log_px_{name}"] = float(log_px.mean())
@@ -89,9 +79,7 @@ def main(argv=None):
             f" {numbers[f'gap_{name}']:>11.3f}"
         )
     print("gap = log p(x) − ELBO ≈ E_x KL(q(z|x) ‖ p(z|x)), nats per point; the figures show where it is")
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

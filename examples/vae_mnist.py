@@ -16,24 +16,20 @@ same class sit together. At the end the k-sample importance-weighted estimate of
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
 
-from tinyvae import data, evaluate, models, optim, plots, train
+from tinyvae import evaluate, models, plots
 
 NAME = "vae_mnist"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    parser = _common.example_parser(NAME, __doc__, epochs=30, quick="500 images, 1 epoch, k = 10")
     parser.add_argument("--k", type=int, default=200, help="importance samples for the NLL (default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (500 images, 1 epoch, k = 10)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.k = 1, 10
@@ -47,16 +43,11 @@ def main(argv=None):
     start = time.perf_counter()
 
     # Bernoulli decoder, so binary pixels: a new draw every epoch for training, one fixed draw for test.
-    n_train, n_test = (500, 200) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(500, 200))
     print(f"mnist5k: {len(train_set)} train / {len(test_set)} test images")
 
     model = models.build("vae", x_dim=784, z_dim=20, hidden=(400,), seed=args.seed)
-    optimizer = optim.Adam(model.parameters(), lr=1e-3)
-    history = train.fit(model, train_set, test_set, args.epochs, 128, optimizer, rng, progress=False)
+    history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
 
     figures = [
         plots.training_curves(history, os.path.join(args.out, "training_curves.png")),
@@ -85,9 +76,7 @@ def main(argv=None):
         f"(−log p(x), importance-sampled: below the −ELBO)"
     )
     print(f"active latent units:     {units} of 20")
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":

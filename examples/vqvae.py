@@ -19,28 +19,22 @@ the library's defaults; run with --no-tricks to switch both off and watch usage 
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
+import _common  # examples/_common.py: command line, data, figures, report
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, models, optim, plots, train
+from tinyvae import evaluate, models, optim, plots, train
 
 NAME = "vqvae"
 VARIANTS = {"loss": False, "ema": True}  # name → VQVAEConfig.ema
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per model (default 8)")
+    parser = _common.example_parser(NAME, __doc__, epochs=8, quick="300 images, 1 epoch", per_model=True)
     parser.add_argument("--codebook-size", type=int, default=32, help="K, number of codes (default 32)")
     parser.add_argument("--no-tricks", action="store_true", help="no k-means++ seeding, no dead-code restart")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and noise")
-    parser.add_argument("--out", default=os.path.join("examples_out", NAME), help="where the figures go")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (300 images, 1 epoch)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -48,8 +42,7 @@ def parse_args(argv):
 
 
 def usage_figure(traces, k, path):
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = _common.new_figure((6, 4))
     ax = figure.add_subplot()
     for name, values in traces.items():
         ax.plot(numpy.arange(1, len(values) + 1), values, marker="o", label=f"codebook by {name}")
@@ -59,20 +52,14 @@ def usage_figure(traces, k, path):
     ax.set_title("VQ-VAE codebook usage: codebook loss vs EMA updates")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    n_train, n_test = (300, 100) if args.quick else (None, None)
-    train_set = data.load_dataset(
-        "mnist5k", "train", pixels=data.default_pixels("bernoulli", "train"), n=n_train
-    )
-    test_set = data.load_dataset("mnist5k", "test", pixels=data.default_pixels("bernoulli", "test"), n=n_test)
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(300, 100))
 
     traces, figures, numbers = {}, [], {"codebook_size": args.codebook_size}
     for name, ema in VARIANTS.items():
@@ -127,9 +114,7 @@ def main(argv=None):
         "perplexity per epoch: "
         + "; ".join(f"{n}: " + ", ".join(f"{v:.1f}" for v in t) for n, t in traces.items())
     )
-    print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return {"numbers": numbers, "figures": [str(p) for p in figures]}
+    return _common.report(args, numbers, figures, start)
 
 
 if __name__ == "__main__":
