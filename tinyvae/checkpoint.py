@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy
 
@@ -102,7 +103,17 @@ def read_checkpoint(path):
         raise CheckpointError(
             f"checkpoint {path}: refused ({error}); checkpoints hold plain arrays only"
         ) from error
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+    # zipfile's damaged-archive errors: a bad header (BadZipFile), a flag bit read as "encrypted"
+    # (RuntimeError), an unknown method or version (NotImplementedError), a corrupt deflate stream (zlib).
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+    ) as error:
         raise CheckpointError(
             f"checkpoint {path}: unreadable, truncated or not a .npz file ({type(error).__name__}: {error})"
         ) from error
@@ -169,7 +180,7 @@ def load_model(path, expected_model=None):
     name = meta.get("model")
     if expected_model is not None and name != expected_model:
         raise CheckpointError(f"checkpoint {path}: holds a {name!r} model, expected {expected_model!r}")
-    if name not in models.MODELS:
+    if not isinstance(name, str) or name not in models.MODELS:
         raise CheckpointError(f"checkpoint {path}: unknown model {name!r}; known: {sorted(models.MODELS)}")
     cls = models.MODELS[name]
     _check_sizes_fit(path, meta.get("config"), model_state)
@@ -178,6 +189,9 @@ def load_model(path, expected_model=None):
         model.load_state_dict(model_state)
     except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path}: does not fit a {name!r} model: {error}") from error
-    if meta.get("model_steps") is not None and hasattr(model, "training_steps"):
-        model.training_steps = int(meta["model_steps"])
+    steps = meta.get("model_steps")
+    if steps is not None and hasattr(model, "training_steps"):
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise CheckpointError(f"checkpoint {path}: 'model_steps' must be an integer >= 0, got {steps!r}")
+        model.training_steps = steps
     return model, meta
