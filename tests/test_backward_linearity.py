@@ -70,6 +70,7 @@ CASES = [
     ("gaussian_kl", ops.gaussian_kl, [(2, 3), (2, 3)], False),
     ("gaussian_kl-prior", ops.gaussian_kl, [(2, 3), (1, 3), (3,), (2, 3)], False),
     ("gaussian_log_prob", ops.gaussian_log_prob, [(2, 3), (3,), (2, 3)], False),
+    ("soft_clamp", lambda x: ops.soft_clamp(x, -1.0, 1.0), [(3, 4)], False),
     ("bernoulli_log_prob", ops.bernoulli_log_prob, [(2, 3), (2, 3)], False),
     ("vector_quantize", lambda z: ops.vector_quantize(z, _CODEBOOK)[0], [(4, 2)], False),
 ]
