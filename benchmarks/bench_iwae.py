@@ -1,0 +1,109 @@
+"""One IWAE training step (K importance samples, the bound of Burda et al. 2016 eq. 8, backward, Adam) of the
+784-400-20 network on a batch of 128: tinyvae against PyTorch eager (optional peer), side by side.
+
+    python benchmarks/bench_iwae.py [--k 50] [--batch 128] [--steps 60] [--threads 1,2]
+
+Each thread count runs in its own process with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS set before NumPy is
+imported; the implementations alternate in rounds of 5 steps; medians in ms per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+
+def worker(k, batch, steps):
+    import numpy as np
+
+    import tinyvae as tv
+    from tinyvae.models import IWAE, IWAEConfig
+
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(size=(batch, 784)) < 0.3).astype(np.float32)
+    model = IWAE(IWAEConfig(x_dim=784, z_dim=20, hidden=(400,), k=k, seed=0))
+    optimizer = tv.optim.Adam(model.parameters(), lr=1e-3)
+
+    def tinyvae_step():
+        optimizer.zero_grad()
+        model.loss(x, rng).loss.backward()
+        optimizer.step()
+
+    steps_by_name = {"tinyvae": tinyvae_step}
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        encoder = torch.nn.Sequential(torch.nn.Linear(784, 400), torch.nn.ReLU(), torch.nn.Linear(400, 40))
+        decoder = torch.nn.Sequential(torch.nn.Linear(20, 400), torch.nn.ReLU(), torch.nn.Linear(400, 784))
+        params = [*encoder.parameters(), *decoder.parameters()]
+        torch_optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+        tx = torch.from_numpy(x)
+
+        def torch_step():
+            torch_optimizer.zero_grad(set_to_none=True)
+            mu, logvar = encoder(tx).chunk(2, dim=-1)
+            std = torch.exp(0.5 * logvar)
+            eps = torch.randn(k, *mu.shape)
+            z = mu + std * eps
+            logits = decoder(z)
+            log_px = -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, tx.expand(k, *tx.shape), reduction="none"
+            ).sum(-1)
+            log_pz = -0.5 * (z * z).sum(-1)
+            log_qz = -0.5 * (eps * eps + logvar).sum(-1)  # the 2π terms cancel between p(z) and q(z|x)
+            bound = torch.logsumexp(log_px + log_pz - log_qz, dim=0) - math.log(k)
+            (-bound.mean()).backward()
+            torch_optimizer.step()
+
+        steps_by_name["torch"] = torch_step
+    except ImportError:
+        pass
+    for step in steps_by_name.values():
+        for _ in range(5):
+            step()
+    times = {name: [] for name in steps_by_name}
+    names = list(steps_by_name)
+    for round_index in range(steps // 5):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            for _ in range(5):
+                start = time.perf_counter()
+                steps_by_name[name]()
+                times[name].append(time.perf_counter() - start)
+    print(json.dumps({name: 1e3 * float(np.median(t)) for name, t in times.items()}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.k, args.batch, args.steps)
+        return
+    print(f"IWAE step, K = {args.k}, batch {args.batch}, 784-400-20, float32; medians of {args.steps} steps")
+    print("| threads | tinyvae ms | torch (fused Adam) ms | tinyvae / torch |")
+    print("|---|---|---|---|")
+    for threads in args.threads.split(","):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        command = [sys.executable, __file__, "--worker", "--k", str(args.k), "--batch", str(args.batch)]
+        out = subprocess.run(
+            [*command, "--steps", str(args.steps)], env=env, capture_output=True, text=True, check=True
+        )
+        ms = json.loads(out.stdout.strip().splitlines()[-1])
+        torch_ms = ms.get("torch")
+        ratio = "—" if torch_ms is None else f"{ms['tinyvae'] / torch_ms:.2f}×"
+        torch_cell = "not installed" if torch_ms is None else f"{torch_ms:.1f}"
+        print(f"| {threads} | {ms['tinyvae']:.1f} | {torch_cell} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
