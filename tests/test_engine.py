@@ -249,11 +249,29 @@ def test_gradcheck_leaves_existing_gradients_alone():
     numpy.testing.assert_array_equal(x.grad, [7.0, 7.0])
 
 
+class WrongSquare(Function):
+    """y = x² with a backward 1% too large."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return 1.01 * 2 * x * g
+
+
 def test_gradcheck_scales_its_step_to_large_inputs():
-    """With inputs of magnitude 1e5, a fixed step of 1e-6 would sit near float64 rounding of x; the scaled
-    step (1e-6 · ‖x‖∞) keeps the check accurate."""
-    x = leaf([1.0e5, -2.0e5, 3.0e5])
-    assert tv.gradcheck(lambda x: (x * x) * 1e-10, [x])
+    """At |x| ≈ 1e12 (one ulp ≈ 1.2e-4) a fixed step of 1e-6 rounds away (x + h == x), the difference
+    carries no information and its rounding allowance swamps any error, so a 1% wrong backward slips
+    through; with the step scaled to 1e-6 · ‖x‖∞ the same wrong backward is caught."""
+    x = leaf([1.0e12, -2.0e12, 3.0e12])
+    with pytest.raises(tv.GradcheckError, match="WrongSquare"):
+        tv.gradcheck(WrongSquare.apply, [x], name="WrongSquare")
+    assert tv.gradcheck(WrongSquare.apply, [x], step=1e-6 / 3.0e12)  # h = 1e-6: blind at this magnitude
+    assert tv.gradcheck(lambda x: x * x, [x])
 
 
 def test_sum_to_shape_undoes_broadcasting():

@@ -41,21 +41,45 @@ def atomic_write_bytes(path, data):
     The bytes go to ``.tmp-<random><name>`` in the same directory first. On any exception (Ctrl-C included)
     that temporary is removed; a process killed outright (SIGKILL, power loss) can leave one behind, which
     nothing reads (loaders open fixed names such as ``last.npz``) and :func:`remove_stale_temporaries`
-    deletes when training starts or resumes in that directory."""
+    deletes when training starts or resumes in that directory. The directory itself is fsynced after the
+    rename, so the new name survives a power loss; the file gets the permissions a plain ``open`` would.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(
         dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path)
     )
     try:
+        os.fchmod(handle, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; follow the umask instead
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _fsync_directory(directory)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _current_umask():
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory):
+    """Flush a directory entry (the rename) to disk; a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def remove_stale_temporaries(directory):

@@ -32,8 +32,10 @@ def log_likelihood(model, x, k=5000, batch_size=100, rng=None, y=None, chunk_siz
     so memory grows with batch_size × chunk_size, never with k. Chunks combine exactly in log space: if
     chunk c has S_c = logsumexp_{i ∈ c} log w_i, then logsumexp over all k samples is
     logsumexp_c S_c, accumulated as a running ``numpy.logaddexp``; finally subtract log k.
-    The noise is drawn from ``rng`` in the same order whatever the chunk size, so on the same generator
-    a chunked run equals an unchunked one up to rounding.
+    For models that draw all of a chunk's noise in one call (the VAE family: vae, beta-vae, iwae, cvae,
+    flow, linear) the draws come from ``rng`` in the same order whatever the chunk size, so a chunked run
+    equals an unchunked one up to rounding; models that interleave several draws per chunk (mixture, hvae)
+    give a different but equally valid estimate for each chunk size.
 
     Returns a float64 array of shape (B,).
     """

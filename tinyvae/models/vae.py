@@ -45,8 +45,8 @@ class GaussianEncoder(nn.Module):
     """x → (μ, log σ²) of a diagonal Gaussian q(z|x): an MLP with one output layer of 2·z_dim units.
 
     The log σ² half passes through ``F.clamp_logvar``, a smooth clamp to (−30, 20) that is the identity
-    inside (to ~1e−9): the sample's σ = exp(logvar / 2), the KL's σ² and the log-density's 1/σ² overflow
-    float32 once |logvar| passes 88, which one bad update can cause (a huge learning rate, an outlier);
+    inside (within 2e−8 on [−12, 2]): the sample's σ = exp(logvar / 2), the KL's σ² and the log-density's
+    1/σ² overflow float32 once |logvar| passes 88, which one bad update can cause (a huge learning rate);
     the clamp keeps them finite without a kink that would zero the gradient (the choice and its range are
     explained at ``tinyvae.ops.gaussian.LOGVAR_RANGE``).
     """
