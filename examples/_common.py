@@ -10,10 +10,11 @@ import argparse
 import os
 import time
 
+import numpy
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tinyvae import data, optim, train
+from tinyvae import data, evaluate, optim, plots, train
 
 BATCH_SIZE = 128  # every example trains on batches of 128
 
@@ -75,3 +76,33 @@ def report(args, numbers, figures, start):
     print(f"figures in {args.out}: {', '.join(os.path.basename(p) for p in figures)}")
     print(f"took {time.perf_counter() - start:.1f} s")
     return {"numbers": numbers, "figures": [str(p) for p in figures]}
+
+
+def compare_posteriors(contenders, labels, train_set, test_set, args, lr=3e-3):
+    """Train each model of ``contenders`` ({key: model}) the same way on a 2-D toy, report its test ELBO, its
+    k-sample log p(x) and the gap between them, and draw the true posterior against q(z|x) at two test
+    points. ``labels`` ({key: text}) names each posterior family in the table. Returns (numbers, figures)."""
+    numbers, figures = {}, []
+    points = test_set.x[:2]  # the two test points whose posteriors are drawn
+    for name, model in contenders.items():
+        print(f"--- {model.name}")
+        rng = numpy.random.default_rng(args.seed)
+        history = fit_adam(model, train_set, test_set, args.epochs, rng, lr=lr)
+        log_px = evaluate.log_likelihood(model, test_set.x, k=args.k, rng=numpy.random.default_rng(args.seed))
+        numbers[f"elbo_{name}"] = history[-1]["test_elbo"]
+        numbers[f"log_px_{name}"] = float(log_px.mean())
+        numbers[f"gap_{name}"] = numbers[f"log_px_{name}"] - numbers[f"elbo_{name}"]
+        for i, point in enumerate(points):
+            path = os.path.join(args.out, f"posterior_{model.name}_{i}.png")
+            figures.append(
+                plots.posterior_comparison(model, point, path, rng=numpy.random.default_rng(args.seed))
+            )
+
+    print(f"\n{'q(z|x)':>22} {'test ELBO':>10} {f'log p(x), k={args.k}':>16} {'gap (nats)':>11}")
+    for name in contenders:
+        print(
+            f"{labels[name]:>22} {numbers[f'elbo_{name}']:>10.3f} {numbers[f'log_px_{name}']:>16.3f}"
+            f" {numbers[f'gap_{name}']:>11.3f}"
+        )
+    print("gap = log p(x) − ELBO ≈ E_x KL(q(z|x) ‖ p(z|x)), nats per point; the figures show where it is")
+    return numbers, figures

@@ -21,9 +21,8 @@ import os
 import time
 
 import _common  # examples/_common.py: command line, data, figures, report
-import numpy
 
-from tinyvae import evaluate, models, plots
+from tinyvae import models
 
 NAME = "flow_posterior"
 TOY = "ring"
@@ -59,30 +58,8 @@ def main(argv=None):
         "posterior": models.build("flow", flow_steps=args.flow_steps, flow=args.flow, **common),
     }
 
-    numbers, figures = {}, []
-    points = test_set.x[:2]  # the two test points whose posteriors are drawn
-    for name, model in contenders.items():
-        print(f"--- {model.name}")
-        rng = numpy.random.default_rng(args.seed)
-        history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=3e-3)
-        log_px = evaluate.log_likelihood(model, test_set.x, k=args.k, rng=numpy.random.default_rng(args.seed))
-        numbers[f"elbo_{name}"] = history[-1]["test_elbo"]
-        numbers[f"log_px_{name}"] = float(log_px.mean())
-        numbers[f"gap_{name}"] = numbers[f"log_px_{name}"] - numbers[f"elbo_{name}"]
-        for i, point in enumerate(points):
-            path = os.path.join(args.out, f"posterior_{model.name}_{i}.png")
-            figures.append(
-                plots.posterior_comparison(model, point, path, rng=numpy.random.default_rng(args.seed))
-            )
-
-    print(f"\n{'q(z|x)':>22} {'test ELBO':>10} {f'log p(x), k={args.k}':>16} {'gap (nats)':>11}")
-    for name in contenders:
-        label = "diagonal Gaussian" if name == "gaussian" else f"{args.flow_steps} {args.flow} flows"
-        print(
-            f"{label:>22} {numbers[f'elbo_{name}']:>10.3f} {numbers[f'log_px_{name}']:>16.3f}"
-            f" {numbers[f'gap_{name}']:>11.3f}"
-        )
-    print("gap = log p(x) − ELBO ≈ E_x KL(q(z|x) ‖ p(z|x)), nats per point; the figures show where it is")
+    labels = {"gaussian": "diagonal Gaussian", "posterior": f"{args.flow_steps} {args.flow} flows"}
+    numbers, figures = _common.compare_posteriors(contenders, labels, train_set, test_set, args)
     return _common.report(args, numbers, figures, start)
 
 
