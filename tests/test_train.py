@@ -178,3 +178,17 @@ def test_bad_checkpoints_are_refused_with_a_reason(tmp_path):
         checkpoint.read_checkpoint(str(future))
     with pytest.raises(checkpoint.CheckpointError, match="no such file"):
         checkpoint.read_checkpoint(str(tmp_path / "missing.npz"))
+
+
+def test_a_ctrl_c_during_saving_waits_for_the_save():
+    """A SIGINT that arrives while an epoch's files are written is held until they are complete, then
+    raised: the block runs to its end and the KeyboardInterrupt comes after it."""
+    import signal
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with train.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("the save went on")
+    assert finished == ["the save went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -16,12 +16,15 @@ epochs gives the same numbers as a run of 4 on the same backend.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 
 import numpy
@@ -181,14 +184,39 @@ def fit(
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         if run_dir is not None:
-            _write_metrics(run_dir, history)
-            state = {"epoch": epoch, "rng": rng.bit_generator.state, "history": history}
-            save_checkpoint(os.path.join(run_dir, "last.npz"), model, optimizer, **state)
-            if _score(row) > best:
-                best = _score(row)
-                save_checkpoint(os.path.join(run_dir, "best.npz"), model, optimizer, **state)
+            with interrupts_deferred():
+                _write_metrics(run_dir, history)
+                state = {"epoch": epoch, "rng": rng.bit_generator.state, "history": history}
+                save_checkpoint(os.path.join(run_dir, "last.npz"), model, optimizer, **state)
+                if _score(row) > best:
+                    best = _score(row)
+                    save_checkpoint(os.path.join(run_dir, "best.npz"), model, optimizer, **state)
         log(_epoch_line(row))
     return history
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise it.
+
+    An epoch's files are written together, so a Ctrl-C lands before or after them, never halfway: no
+    temporary is orphaned (a KeyboardInterrupt inside ``tempfile.mkstemp`` would lose its name) and no
+    half-built archive object is left behind. SIGKILL cannot be held; the atomic writes cover that case.
+    Only the main thread can install signal handlers; elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and previous is signal.default_int_handler:
+            raise KeyboardInterrupt
+        if received and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 def _progress_bar(total, epoch, epochs):
