@@ -9,7 +9,7 @@ not beat NumPy on this CPU (no SVML for numba's exp/log; see benchmarks/RESULTS.
 KL, forward and backward). They are the starting point for the GPU backend and for a CPU with SVML.
 """
 
-from tinyvae.kernels.adam import adam_update
+from tinyvae.kernels.adam import adam_update, adam_update_all
 from tinyvae.kernels.codebook import nearest_code
 
-__all__ = ["adam_update", "nearest_code"]
+__all__ = ["adam_update", "adam_update_all", "nearest_code"]

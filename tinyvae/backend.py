@@ -60,7 +60,11 @@ def numba_threads(count):
     """Run numba parallel regions inside the block on ``count`` threads (restored afterwards)."""
     numba = load_numba()
     previous = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    wanted = min(count, numba.config.NUMBA_NUM_THREADS)
+    if wanted == previous:  # already so (e.g. inside an outer block): setting it again costs ~5 µs
+        yield
+        return
+    numba.set_num_threads(wanted)
     try:
         yield
     finally:

@@ -132,6 +132,7 @@ class Adam(Optimizer):
         correction = math.sqrt(1 - self.beta2**t)
         lr_t = self.lr * correction / (1 - self.beta1**t)
         eps_t = self.eps * correction
+        updates = []
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
@@ -146,10 +147,10 @@ class Adam(Optimizer):
                 p.data *= 1 - self.lr * self.weight_decay
             if self._scratch[i] is None:
                 self._scratch[i] = xp.empty_like(p.data)
-            # One fused pass under the numba or cupy backend; NumPy ufuncs with a scratch array otherwise.
-            kernels.adam_update(
-                p.data, g, self.m[i], self.v[i], lr_t, eps_t, self.beta1, self.beta2, self._scratch[i]
-            )
+            updates.append((p.data, g, self.m[i], self.v[i], self._scratch[i]))
+        # One fused pass per parameter under the numba or cupy backend; NumPy ufuncs with a scratch array
+        # otherwise.
+        kernels.adam_update_all(updates, lr_t, eps_t, self.beta1, self.beta2)
 
 
 class AdamW(Adam):
