@@ -21,10 +21,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
+
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 ADAM_PARAMETERS = 652_824  # the MLP VAE 784-400-20's parameter count (two 20-unit heads)
 BERNOULLI_BATCHES = (16, 128, 512)
@@ -134,14 +135,6 @@ def startup_seconds(cache_dir):
     env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main():

@@ -22,9 +22,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
+
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 IWAE_CASES = {  # label: (a's shape, b's shape)
     "IWAE decoder 1: (50,128,20) @ (20,400)": ((50, 128, 20), (20, 400)),
@@ -148,14 +149,6 @@ def worker(rounds, threads):
             candidates["torch.bmm"] = lambda ta=ta, tb=tb: torch.bmm(ta, tb)
         run(label, candidates, np.matmul(a, b), calls=50)
     print(json.dumps({"results": results, "torch": torch.__version__ if torch is not None else None}))
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main():

@@ -40,6 +40,7 @@ import sys
 import time
 
 import numpy as np
+from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 IN, HIDDEN, LATENT = 784, 400, 20
 SEED = 0
@@ -370,17 +371,6 @@ def worker(args):
 
 
 # ---------------------------------------------------------------- driver
-
-
-def cpu_model():
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in text.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_thread_count(args, threads):

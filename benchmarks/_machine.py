@@ -1,0 +1,12 @@
+"""What the benchmark scripts record about the machine they ran on."""
+
+import platform
+
+
+def cpu_model():
+    """The processor's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
