@@ -10,3 +10,12 @@ def cpu_model():
             return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def fresh_process_environment(env):
+    """``env`` for a benchmark subprocess, with the OpenBLAS kernel choice that ``import tinyvae`` makes in a
+    fresh process (tinyvae/blas_tuning.py): the worker imports NumPy before tinyvae, so the parent decides."""
+    from tinyvae import blas_tuning
+
+    blas_tuning.apply(env, numpy_loaded=False, record=False)
+    return env

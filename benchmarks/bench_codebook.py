@@ -3,16 +3,23 @@ vs faiss IndexFlatL2 (optional peer, run when ``import faiss`` works), side by s
 
     python benchmarks/bench_codebook.py                 # both sizes of the issue, 2 threads, float32
     python benchmarks/bench_codebook.py --threads 1 --rounds 15
+    python benchmarks/bench_codebook.py --separate-processes   # the bar: numba vs faiss, own processes
 
 Timings are interleaved (one call of each implementation per round) so that load from other processes hits
 all of them alike; we print the median and the minimum over rounds. Extra memory is the tracemalloc peak of
 one call minus its two outputs: NumPy's allocations (hence everything the NumPy and numba versions allocate)
 are visible to tracemalloc; faiss's C++ allocations are not, so its memory is not measured here.
+
+In one process faiss's OpenMP pool and OpenBLAS's compete, which slows faiss down; ``--separate-processes``
+times numba and faiss each in a fresh process, alternating processes round by round (the ratio for the bar).
+faiss runs twice there, with OpenBLAS's own kernel choice and with the one ``import tinyvae`` makes
+(tinyvae/blas_tuning.py), and the faster of the two is the peer.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +44,11 @@ def parse_args():
         help="also time a parallel=True build of the fused pass (its idle OpenMP threads slow faiss down, "
         "so it is off by default and best run on its own)",
     )
+    parser.add_argument(
+        "--separate-processes", action="store_true", help="numba vs faiss, each timed in its own process"
+    )
+    parser.add_argument("--calls", type=int, default=5, help="timed calls per process (--separate-processes)")
+    parser.add_argument("--worker", choices=["numba", "faiss"], help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -98,7 +110,72 @@ def compile_times() -> tuple[float, float]:
     return float(runs[0].stdout), float(runs[1].stdout)
 
 
+def worker():
+    """Time one implementation in this (fresh) process; print per-size call times and OpenBLAS's kernels."""
+    import tinyvae
+
+    rng = np.random.default_rng(0)
+    fn = faiss_search if ARGS.worker == "faiss" else cb.nearest_code_numba
+    if faiss is not None:
+        faiss.omp_set_num_threads(ARGS.threads)
+    times = {}
+    for n, k, d in SIZES:
+        z = rng.standard_normal((n, d)).astype(np.float32)  # (N, D)
+        codebook = rng.standard_normal((k, d)).astype(np.float32)  # (K, D)
+        fn(z, codebook)  # warm-up (and numba compile or cache load)
+        times[str((n, k, d))] = []
+        for _ in range(ARGS.calls):
+            start = time.perf_counter()
+            fn(z, codebook)
+            times[str((n, k, d))].append(time.perf_counter() - start)
+    print(json.dumps({"times": times, "blas_kernels": tinyvae.backend.openblas_kernels()}))
+
+
+def separate_processes():
+    """numba and faiss in fresh processes, alternating; faiss with and without tinyvae's OpenBLAS choice."""
+    from _machine import fresh_process_environment  # benchmarks/ is on sys.path when a script runs
+
+    plain = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    tuned = fresh_process_environment(dict(plain))
+    variants = {"numba (tinyvae)": ("numba", tuned)}
+    if faiss is not None:
+        variants["faiss, OpenBLAS's own kernels"] = ("faiss", plain)
+        if tuned != plain:
+            variants["faiss, tinyvae's OpenBLAS choice"] = ("faiss", tuned)
+    times = {name: {} for name in variants}
+    kernels = {}
+    for _ in range(ARGS.rounds):
+        for name, (impl, env) in variants.items():
+            command = [sys.executable, __file__, "--worker", impl, "--threads", str(ARGS.threads)]
+            command += ["--calls", str(ARGS.calls)]
+            out = json.loads(
+                subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+            )
+            kernels[name] = out["blas_kernels"]
+            for size, calls in out["times"].items():
+                times[name].setdefault(size, []).extend(calls)
+    print(
+        f"threads={ARGS.threads}; {ARGS.rounds} rounds of one fresh process per implementation, "
+        f"{ARGS.calls} timed calls each after a warm-up"
+    )
+    print("| (N, K, D) | implementation | OpenBLAS kernels | median ms | min ms |")
+    print("|---|---|---|---|---|")
+    for size in times["numba (tinyvae)"]:
+        medians = {}
+        for name in variants:
+            medians[name] = 1e3 * float(np.median(times[name][size]))
+            fastest = 1e3 * min(times[name][size])
+            print(f"| {size} | {name} | {kernels[name]} | {medians[name]:.1f} | {fastest:.1f} |")
+        faiss_best = min((m for name, m in medians.items() if name.startswith("faiss")), default=None)
+        if faiss_best is not None:
+            print(f"| {size} | numba / best faiss | | {medians['numba (tinyvae)'] / faiss_best:.2f}× | |")
+
+
 def main():
+    if ARGS.worker:
+        return worker()
+    if ARGS.separate_processes:
+        return separate_processes()
     import numba
 
     print(

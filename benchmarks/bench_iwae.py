@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from _machine import fresh_process_environment  # benchmarks/ is on sys.path when a script runs
+
 
 def worker(k, batch, steps):
     import numpy as np
@@ -93,7 +95,9 @@ def main():
     print("| threads | tinyvae ms | torch (fused Adam) ms | tinyvae / torch |")
     print("|---|---|---|---|")
     for threads in args.threads.split(","):
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        env = fresh_process_environment(
+            {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        )
         command = [sys.executable, __file__, "--worker", "--k", str(args.k), "--batch", str(args.batch)]
         out = subprocess.run(
             [*command, "--steps", str(args.steps)], env=env, capture_output=True, text=True, check=True

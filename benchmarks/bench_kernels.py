@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_model, fresh_process_environment  # benchmarks/ is on sys.path when a script runs
 
 ADAM_PARAMETERS = 652_824  # the MLP VAE 784-400-20's parameter count (two 20-unit heads)
 BERNOULLI_BATCHES = (16, 128, 512)
@@ -132,7 +132,7 @@ def startup_seconds(cache_dir):
         "           'gaussian (forward + backward)': gaussian}\n"
         "print(json.dumps({name: k.COMPILE_SECONDS['numba'] for name, k in kernels.items()}))\n"
     )
-    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    env = fresh_process_environment({**os.environ, "NUMBA_CACHE_DIR": cache_dir})
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -152,6 +152,7 @@ def main():
     by_threads = {}
     for threads in [int(t) for t in args.threads.split(",")]:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+        env = fresh_process_environment(env)
         env["NUMBA_NUM_THREADS"] = str(threads)
         command = [sys.executable, __file__, "--worker", "--rounds", str(args.rounds)]
         command += ["--threads-here", str(threads)]

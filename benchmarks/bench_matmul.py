@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_model, fresh_process_environment  # benchmarks/ is on sys.path when a script runs
 
 IWAE_CASES = {  # label: (a's shape, b's shape)
     "IWAE decoder 1: (50,128,20) @ (20,400)": ((50, 128, 20), (20, 400)),
@@ -164,6 +164,7 @@ def main():
     by_threads, torch_version = {}, None
     for threads in [int(t) for t in args.threads.split(",")]:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+        env = fresh_process_environment(env)
         env["NUMBA_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         command = [sys.executable, __file__, "--worker", str(threads), "--rounds", str(args.rounds)]
         out = json.loads(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)

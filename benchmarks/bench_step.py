@@ -40,7 +40,7 @@ import sys
 import time
 
 import numpy as np
-from _machine import cpu_model  # benchmarks/ is on sys.path when a script runs
+from _machine import cpu_model, fresh_process_environment  # benchmarks/ is on sys.path when a script runs
 
 IN, HIDDEN, LATENT = 784, 400, 20
 SEED = 0
@@ -374,7 +374,7 @@ def worker(args):
 
 
 def run_thread_count(args, threads):
-    env = dict(os.environ)
+    env = fresh_process_environment(dict(os.environ))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     cmd = [

@@ -66,10 +66,13 @@ def _read_cpuinfo() -> str:
         return ""
 
 
-def apply(environ=None, cpuinfo_text: str | None = None, numpy_loaded: bool | None = None) -> dict:
-    """Set ``OPENBLAS_CORETYPE`` by the rules above, record the decision and return it.
+def apply(
+    environ=None, cpuinfo_text: str | None = None, numpy_loaded: bool | None = None, record: bool = True
+) -> dict:
+    """Set ``OPENBLAS_CORETYPE`` by the rules above, record the decision (unless ``record=False``), return it.
 
-    The arguments exist for the tests; by default it reads ``os.environ``, /proc/cpuinfo, ``sys.modules``.
+    By default it reads ``os.environ``, /proc/cpuinfo and ``sys.modules``. The benchmarks pass the environment
+    of a process they are about to start (``numpy_loaded=False, record=False``), the tests fake the rest.
     """
     environ = os.environ if environ is None else environ
     numpy_loaded = "numpy" in sys.modules if numpy_loaded is None else numpy_loaded
@@ -90,5 +93,6 @@ def apply(environ=None, cpuinfo_text: str | None = None, numpy_loaded: bool | No
         environ["OPENBLAS_CORETYPE"] = coretype = wanted
         reason = "AMD Zen 4: OpenBLAS's AVX2 kernels measured faster here"
     result = {"coretype": coretype, "reason": reason, "numpy_was_loaded": numpy_loaded}
-    decision.update(result)
+    if record:
+        decision.update(result)
     return result
