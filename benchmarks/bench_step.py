@@ -355,7 +355,10 @@ def blas_info():
 
 def worker(args):
     threads = int(args.threads)
-    out = {"threads": threads, "numpy": np.__version__, "blas": blas_info(), "rows": []}
+    import tinyvae
+
+    kernels = tinyvae.backend.openblas_kernels()
+    out = {"threads": threads, "numpy": np.__version__, "blas": blas_info(), "kernels": kernels, "rows": []}
     try:
         import torch
 
@@ -457,7 +460,8 @@ def markdown_report(results, command):
             "",
             f"- Machine: {cpu_model()}, {os.cpu_count()} cores (shared and noisy: other processes may run "
             "at the same time)",
-            f"- Python {platform.python_version()}, NumPy {first['numpy']}, BLAS: {first['blas']}",
+            f"- Python {platform.python_version()}, NumPy {first['numpy']}, BLAS: {first['blas']}; "
+            f"OpenBLAS kernels in use: {first['kernels']} (tinyvae/blas_tuning.py)",
             f"- Command: `{command}`",
             f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
             f"- {torch_note}",
