@@ -254,3 +254,13 @@ def test_dispatcher_picks_and_names_backends():
     np.testing.assert_array_equal(cb.nearest_code(z, codebook, backend="numpy")[0], expected)
     with pytest.raises(ValueError, match=r"backend 'fortran' is not one of \['cupy', 'numba', 'numpy'\]"):
         cb.nearest_code(z, codebook, backend="fortran")
+
+
+def test_numba_refuses_more_codes_than_its_int32_indices_hold():
+    """The fused pass keeps code indices in int32; a codebook of 2**31 codes is refused with a message
+    (a zero-copy broadcast view, so the test allocates nothing)."""
+    nearest_code = get_impl("numba")
+    z = np.zeros((1, 1), dtype=np.float32)
+    huge_codebook = np.broadcast_to(np.zeros((1, 1), dtype=np.float32), (2**31, 1))
+    with pytest.raises(ValueError, match=r"2147483648 codes; at most 2\*\*31 - 1"):
+        nearest_code(z, huge_codebook)
