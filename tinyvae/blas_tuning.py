@@ -4,9 +4,10 @@ OpenBLAS (the BLAS inside NumPy's wheels) is built for many CPUs at once and cho
 kernels when the library is loaded, from the CPU it detects. On AMD Zen 4 (CPU family 25 with AVX-512) it
 picks its ``SkylakeX`` kernels, written for Intel cores that execute 512-bit instructions at full width. Zen 4
 executes them as two 256-bit halves, and OpenBLAS's ``Haswell`` (AVX2) kernels, with their blocking, are
-faster there. Measured on a 2-vCPU Zen 4 (benchmarks/RESULTS.md, "OpenBLAS kernel choice"), float32, one
-thread: the eleven GEMMs of the MLP VAE step 0.88 → 0.72 ms at batch 16, 4.70 → 4.36 ms at batch 128,
-20.5 → 19.5 ms at batch 512; the nearest-codebook GEMM at (65536, 512, 64), two threads, 30 → 24 ms.
+faster there. Measured on a 2-vCPU Zen 4 (``python benchmarks/bench_blas_kernels.py``, results in
+benchmarks/RESULTS.md), float32, fresh process per setting: the eleven GEMMs of one MLP VAE step, one thread,
+0.70 → 0.64 ms at batch 16, 4.43 → 4.11 ms at batch 128, 17.0 → 16.3 ms at batch 512; the GEMMs of the
+nearest-codebook search at (65536, 512, 64), two threads, 38.2 → 28.3 ms.
 
 The choice is the environment variable ``OPENBLAS_CORETYPE``, read once, when NumPy is first imported. So
 :func:`apply` must run before ``import numpy``: ``import tinyvae`` calls it first thing (and so the
