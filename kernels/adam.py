@@ -18,7 +18,6 @@ Three versions side by side, each updating ``param``, ``m`` and ``v`` in place:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 
@@ -104,21 +103,17 @@ def _numba_kernel():
 
 def adam_update_numba(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None):
     """In-place Adam step in one numba pass (``work`` is accepted for a common signature and unused)."""
-    _check(param, grad, m, v)
-    grad = np.ascontiguousarray(grad, dtype=param.dtype)
-    kernel = _numba_kernel()
     # One thread: the loop is memory-bound, and prange is here for vectorisation (see backend.load_numba).
     with _backend.numba_threads(1):
-        kernel(
-            param.reshape(-1),
-            grad.reshape(-1),
-            m.reshape(-1),
-            v.reshape(-1),
-            float(lr_t),
-            float(eps_t),
-            float(beta1),
-            float(beta2),
-        )
+        scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
+        _numba_update(_numba_kernel(), param, grad, m, v, *scalars)
+
+
+def _numba_update(kernel, param, grad, m, v, lr_t, eps_t, beta1, beta2):
+    """Check the arrays and run the compiled pass (the caller has fixed numba's thread count)."""
+    _check(param, grad, m, v)
+    grad = np.ascontiguousarray(grad, dtype=param.dtype)
+    kernel(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), lr_t, eps_t, beta1, beta2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -166,9 +161,17 @@ def adam_update_all(updates, lr_t, eps_t, beta1, beta2, *, backend=None):
     uses_numba = backend == "numba" or (
         backend is None and array_module(updates[0][0]) is np and _backend.current() == "numba"
     )
-    with _backend.numba_threads(1) if uses_numba else contextlib.nullcontext():
+    if not uses_numba:
         for param, grad, m, v, work in updates:
             adam_update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work, backend=backend)
+        return
+    # The per-parameter dispatch of adam_update cost ~8 µs a parameter, 0.08 ms of a 0.28 ms Adam step at
+    # ten parameters: here the kernel and the scalars are resolved once for the whole list.
+    kernel = _numba_kernel()
+    scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
+    with _backend.numba_threads(1):
+        for param, grad, m, v, _work in updates:
+            _numba_update(kernel, param, grad, m, v, *scalars)
 
 
 def adam_update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None, *, backend=None):
