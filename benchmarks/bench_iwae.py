@@ -36,7 +36,20 @@ def worker(k, batch, steps):
         model.loss(x, rng).loss.backward()
         optimizer.step()
 
-    steps_by_name = {"tinyvae": tinyvae_step}
+    numpy_model = IWAE(IWAEConfig(x_dim=784, z_dim=20, hidden=(400,), k=k, seed=0))
+    numpy_optimizer = tv.optim.Adam(numpy_model.parameters(), lr=1e-3)
+
+    def tinyvae_numpy_backend_step():  # the same step under tv.backend.use("numpy"), for the ratio
+        previous = tv.backend.current()
+        tv.backend.use("numpy")
+        try:
+            numpy_optimizer.zero_grad()
+            numpy_model.loss(x, rng).loss.backward()
+            numpy_optimizer.step()
+        finally:
+            tv.backend.use(previous)
+
+    steps_by_name = {"tinyvae": tinyvae_step, "tinyvae-numpy": tinyvae_numpy_backend_step}
     try:
         import torch
 
@@ -92,8 +105,11 @@ def main():
         worker(args.k, args.batch, args.steps)
         return
     print(f"IWAE step, K = {args.k}, batch {args.batch}, 784-400-20, float32; medians of {args.steps} steps")
-    print("| threads | tinyvae ms | torch (fused Adam) ms | tinyvae / torch |")
-    print("|---|---|---|---|")
+    print(
+        "| threads | tinyvae ms | torch (fused Adam) ms | tinyvae / torch "
+        "| numpy backend ms | numba / numpy backend |"
+    )
+    print("|---|---|---|---|---|---|")
     for threads in args.threads.split(","):
         env = fresh_process_environment(
             {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
@@ -106,7 +122,8 @@ def main():
         torch_ms = ms.get("torch")
         ratio = "—" if torch_ms is None else f"{ms['tinyvae'] / torch_ms:.2f}×"
         torch_cell = "not installed" if torch_ms is None else f"{torch_ms:.1f}"
-        print(f"| {threads} | {ms['tinyvae']:.1f} | {torch_cell} | {ratio} |")
+        backends = f"{ms['tinyvae-numpy']:.1f} | {ms['tinyvae'] / ms['tinyvae-numpy']:.2f}×"
+        print(f"| {threads} | {ms['tinyvae']:.1f} | {torch_cell} | {ratio} | {backends} |")
 
 
 if __name__ == "__main__":

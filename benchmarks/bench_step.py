@@ -107,6 +107,23 @@ class TinyvaeStep:
         return [p.grad for p in self.params]
 
 
+class TinyvaeNumpyBackendStep(TinyvaeStep):
+    """The same tinyvae step under ``tv.backend.use("numpy")`` (Adam in NumPy ufuncs), for the issue's
+    numba-vs-NumPy-backend ratio measured in the same run. The two backend switches per step cost a few µs."""
+
+    name = "tinyvae-numpy"
+
+    def step(self, x):
+        import tinyvae as tv
+
+        previous = tv.backend.current()
+        tv.backend.use("numpy")
+        try:
+            return super().step(x)
+        finally:
+            tv.backend.use(previous)
+
+
 # ---------------------------------------------------------------- hand-written NumPy
 
 
@@ -318,7 +335,7 @@ def check_agreement(batch):
 def time_batch(batch, steps, threads, round_size=10, warmup=20):
     x = make_batch(batch)
     tv_step = TinyvaeStep(batch)
-    impls = [tv_step, NumpyStep(batch, tv_step.arrays())]
+    impls = [tv_step, TinyvaeNumpyBackendStep(batch), NumpyStep(batch, tv_step.arrays())]
     try:
         impls += [TorchStep(batch, tv_step.arrays(), threads, fused) for fused in (False, True)]
     except ImportError:
@@ -404,6 +421,7 @@ def run_thread_count(args, threads):
 def table(results, markdown):
     has_torch = any("torch" in row["ms"] for res in results for row in res["rows"])
     header = ["threads", "batch", "steps", "tinyvae ms/step", "NumPy ms/step", "tinyvae / NumPy", "bar"]
+    header += ["tinyvae, numpy backend ms/step", "numba / numpy backend"]
     if has_torch:
         header += ["torch ms/step", "torch fused-Adam ms/step", "tinyvae / best torch"]
     lines = []
@@ -421,6 +439,8 @@ def table(results, markdown):
                 f"{ms['numpy']:.3f}",
                 f"{ratio:.2f}×",
                 verdict,
+                f"{ms['tinyvae-numpy']:.3f}",
+                f"{ms['tinyvae'] / ms['tinyvae-numpy']:.2f}×",
             ]
             if has_torch:
                 t, f = ms.get("torch"), ms.get("torch-fused")
@@ -456,7 +476,9 @@ def markdown_report(results, command):
             "asserts both give the same loss and gradients (float32 tolerance) and refuses to report "
             "otherwise. Median ms per step after 20 warm-up steps; the implementations alternate in rounds "
             "of 10 steps (order flipping each round). Each thread count runs in its own process with "
-            "OMP_NUM_THREADS / OPENBLAS_NUM_THREADS set before NumPy is imported.",
+            'OMP_NUM_THREADS / OPENBLAS_NUM_THREADS set before NumPy is imported. "tinyvae" runs the '
+            'default backend (numba); "tinyvae, numpy backend" is the same step under '
+            "`tv.backend.use('numpy')`, timed in the same rounds.",
             "",
             f"- Machine: {cpu_model()}, {os.cpu_count()} cores (shared and noisy: other processes may run "
             "at the same time)",
