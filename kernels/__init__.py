@@ -2,11 +2,13 @@
 version side by side; the entry points exported here pick the version that matches the arrays and
 ``tinyvae.backend.current()``. Ops call these functions, never a backend directly.
 
-Routed into the engine: ``nearest_code`` (behind ``F.vector_quantize``) and ``adam_update`` (behind
-``tv.optim.Adam``). Written, tested against their references and measured, but not routed because they did
-not beat NumPy on this CPU (no SVML for numba's exp/log; see benchmarks/RESULTS.md): ``bernoulli``
-(summed Bernoulli log-likelihood), ``logsumexp`` (row-wise, for IWAE) and ``gaussian`` (reparameterise +
-KL, forward and backward). They are the starting point for the GPU backend and for a CPU with SVML.
+Routed into the engine: ``nearest_code`` (behind ``F.vector_quantize``), ``adam_update`` (behind
+``tv.optim.Adam``) and ``bernoulli_parts`` (the arithmetic around exp and log1p in ``F.bernoulli_log_prob``,
+forward and backward: NumPy keeps the transcendentals, numba fuses the rest into one pass). Written,
+tested against their references and measured, but not routed because they did not beat NumPy on this CPU
+(no SVML for numba's exp/log; see benchmarks/RESULTS.md): ``bernoulli`` (summed Bernoulli
+log-likelihood), ``logsumexp`` (row-wise, for IWAE) and ``gaussian`` (reparameterise + KL, forward and
+backward). They are the starting point for the GPU backend and for a CPU with SVML.
 """
 
 from tinyvae.kernels.adam import adam_update, adam_update_all

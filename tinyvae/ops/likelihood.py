@@ -9,7 +9,7 @@ import math
 
 from tinyvae.autodiff import Function, sum_to_shape
 from tinyvae.backend import array_module
-from tinyvae.ops.elementwise import stable_sigmoid
+from tinyvae.kernels import bernoulli_parts
 from tinyvae.tensor import as_operand
 
 LOG_2PI = math.log(2 * math.pi)
@@ -57,20 +57,20 @@ class BernoulliLogProb(Function):
     The right-hand form never takes log(σ(l)), which is −inf in floating point once σ(l) rounds to 0
     (l ≈ −104 in float32); softplus(l) = max(l, 0) + log1p(e^(−|l|)) is finite for every finite l.
     x may be any value in [0, 1] (the same formula is the binary cross-entropy with soft targets).
+
+    This op runs on every pixel of every batch, so the arithmetic around its exp and log1p is one fused
+    pass (kernels/bernoulli_parts.py: NumPy reference, numba, CuPy), while exp and log1p stay NumPy's SIMD
+    ufuncs.
     """
 
     @staticmethod
     def forward(ctx, logits, x):
         xp = array_module(logits, x)
-        # In place where the arrays are ours: this op runs on every pixel of every batch.
         e = xp.empty(logits.shape, dtype=logits.dtype)  # an array even for 0-d logits, so out= works
         xp.abs(logits, out=e)
         xp.negative(e, out=e)
         xp.exp(e, out=e)  # e = exp(−|l|) ∈ (0, 1]: never overflows
-        softplus = xp.log1p(e)
-        softplus += xp.maximum(logits, 0)
-        log_prob = x * logits
-        log_prob -= softplus
+        log_prob = bernoulli_parts.log_prob_terms(logits, x, xp.log1p(e))  # x l − max(l, 0) − log1p(e)
         ctx.save(logits, x, e)
         return log_prob
 
@@ -83,8 +83,7 @@ class BernoulliLogProb(Function):
         logits, x, e = ctx.saved
         grads = [None, None]
         if ctx.needs_input_grad[0]:
-            grad = x - stable_sigmoid(logits, e)  # the broadcast shape of (l, x), which is g's shape
-            grad *= g
+            grad = bernoulli_parts.logit_gradient(logits, x, e, g)  # (x − σ(l)) g, in g's (broadcast) shape
             grads[0] = sum_to_shape(grad, _shape_of(ctx, 0))
         if ctx.needs_input_grad[1]:
             grads[1] = sum_to_shape(g * logits, _shape_of(ctx, 1))
