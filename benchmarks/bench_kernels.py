@@ -1,7 +1,8 @@
 """Fused elementwise kernels, each version side by side in one run: the Adam update, the Bernoulli
-log-likelihood (row sums + gradient), the IWAE row-wise logsumexp (out + softmax) and the fused
-reparameterize + Gaussian KL (forward, backward), NumPy reference against numba, float32; plus numba's
-first-call compile time and the cached start-up time, each measured in a fresh process.
+log-likelihood (row sums + gradient), the arithmetic around the elementwise Bernoulli op's exp/log1p
+(kernels/bernoulli_parts.py: forward terms and logit gradient), the IWAE row-wise logsumexp (out + softmax)
+and the fused reparameterize + Gaussian KL (forward, backward), NumPy reference against numba, float32;
+plus numba's first-call compile time and the cached start-up time, each measured in a fresh process.
 
     python benchmarks/bench_kernels.py [--rounds 15] [--threads 1,2] [--markdown]
 
@@ -37,7 +38,7 @@ def worker(rounds, threads):
     import time
 
     import numpy as np
-    from tinyvae.kernels import adam, bernoulli, gaussian, logsumexp
+    from tinyvae.kernels import adam, bernoulli, bernoulli_parts, gaussian, logsumexp
 
     from tinyvae import backend
 
@@ -80,6 +81,25 @@ def worker(rounds, threads):
             samples["numba"].append(median_ms(numba_fn, calls))
         results[label] = {name: float(np.median(t)) for name, t in samples.items()}
 
+    for shape in [(batch, 784) for batch in VAE_BATCHES] + [(IWAE_K, 128, 784)]:
+        logits = (3 * rng.standard_normal(shape)).astype(np.float32)
+        x = (rng.uniform(size=shape[-2:]) < 0.3).astype(np.float32)  # IWAE: one batch for the K samples
+        e = np.exp(-np.abs(logits))
+        log1p_e = np.log1p(e)
+        g = np.broadcast_to(rng.standard_normal((*shape[:-1], 1)).astype(np.float32), shape)  # a sum's grad
+        compare(
+            f"bernoulli_parts terms {shape}",
+            lambda a=(logits, x, log1p_e): bernoulli_parts.log_prob_terms_numpy(*a),
+            lambda a=(logits, x, log1p_e): bernoulli_parts.log_prob_terms_numba(*a),
+            calls=10,
+        )
+        compare(
+            f"bernoulli_parts gradient {shape}",
+            lambda a=(logits, x, e, g): bernoulli_parts.logit_gradient_numpy(*a),
+            lambda a=(logits, x, e, g): bernoulli_parts.logit_gradient_numba(*a),
+            calls=10,
+        )
+
     for batch in VAE_BATCHES:
         log_w = (30 * rng.standard_normal((IWAE_K, batch))).astype(np.float32)  # (K, B), as the model has it
         rows = log_w.T  # (B, K) view: rows = examples, columns = samples
@@ -121,15 +141,17 @@ def startup_seconds(cache_dir):
     """First call of each numba kernel in a fresh process, with the given numba cache directory."""
     code = (
         "import json, numpy as np\n"
-        "from tinyvae.kernels import adam, bernoulli, codebook, gaussian, logsumexp\n"
+        "from tinyvae.kernels import adam, bernoulli, bernoulli_parts, codebook, gaussian, logsumexp\n"
         "z = np.zeros((4, 3), np.float32)\n"
+        "bernoulli_parts.log_prob_terms_numba(z, z, z)\n"
         "adam.adam_update_numba(z.copy(), z, z.copy(), z.copy(), 1e-3, 1e-8, 0.9, 0.999)\n"
         "bernoulli.bernoulli_numba(z, z)\n"
         "codebook.nearest_code_numba(z, z)\n"
         "logsumexp.logsumexp_rows_numba(z)\n"
         "gaussian.gaussian_forward_numba(z, z, z)\n"
         "kernels = {'adam': adam, 'bernoulli': bernoulli, 'codebook': codebook, 'logsumexp': logsumexp,\n"
-        "           'gaussian (forward + backward)': gaussian}\n"
+        "           'gaussian (forward + backward)': gaussian,\n"
+        "           'bernoulli_parts (terms + gradient)': bernoulli_parts}\n"
         "print(json.dumps({name: k.COMPILE_SECONDS['numba'] for name, k in kernels.items()}))\n"
     )
     env = fresh_process_environment({**os.environ, "NUMBA_CACHE_DIR": cache_dir})
