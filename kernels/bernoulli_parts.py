@@ -31,6 +31,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
@@ -210,25 +211,14 @@ LOG_PROB_TERMS = {"numpy": log_prob_terms_numpy, "numba": log_prob_terms_numba, 
 LOGIT_GRADIENT = {"numpy": logit_gradient_numpy, "numba": logit_gradient_numba, "cupy": logit_gradient_cupy}
 
 
-def _pick(table, name, arrays, backend):
-    if backend is None:
-        if array_module(*arrays) is not np:
-            backend = "cupy"
-        else:
-            backend = "numba" if _backend.current() == "numba" else "numpy"
-    if backend not in table:
-        raise ValueError(f"{name}: backend {backend!r} is not one of {sorted(table)}")
-    return table[backend]
-
-
 def log_prob_terms(logits, x, log1p_e, *, backend=None):
     """``x l − max(l, 0) − log1p_e`` (the Bernoulli log-probability given log(1 + exp(−|l|))).
 
     CuPy arrays go to CuPy, NumPy arrays to numba under the numba backend (falling back to NumPy for
     layouts it does not take), else NumPy; ``backend`` forces one."""
-    return _pick(LOG_PROB_TERMS, "log_prob_terms", (logits, x), backend)(logits, x, log1p_e)
+    return pick_version(LOG_PROB_TERMS, "log_prob_terms", (logits, x), backend)(logits, x, log1p_e)
 
 
 def logit_gradient(logits, x, e, g, *, backend=None):
     """``(x − σ(l)) g`` given e = exp(−|l|): the Bernoulli log-probability's gradient in the logits."""
-    return _pick(LOGIT_GRADIENT, "logit_gradient", (logits, x), backend)(logits, x, e, g)
+    return pick_version(LOGIT_GRADIENT, "logit_gradient", (logits, x), backend)(logits, x, e, g)
