@@ -22,6 +22,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
@@ -177,11 +178,5 @@ def adam_update_all(updates, lr_t, eps_t, beta1, beta2, *, backend=None):
 def adam_update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None, *, backend=None):
     """Adam step in place on ``param``, ``m``, ``v``; the version follows ``tinyvae.backend`` (CuPy arrays
     go to CuPy) unless ``backend`` names one."""
-    if backend is None:
-        if array_module(param) is not np:
-            backend = "cupy"
-        else:
-            backend = "numba" if _backend.current() == "numba" else "numpy"
-    if backend not in IMPLEMENTATIONS:
-        raise ValueError(f"adam_update: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
-    IMPLEMENTATIONS[backend](param, grad, m, v, lr_t, eps_t, beta1, beta2, work)
+    update = pick_version(IMPLEMENTATIONS, "adam_update", (param,), backend)
+    update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work)
