@@ -1,8 +1,9 @@
 """Fused elementwise kernels, each version side by side in one run: the Adam update, the Bernoulli
 log-likelihood (row sums + gradient), the arithmetic around the elementwise Bernoulli op's exp/log1p
-(kernels/bernoulli_parts.py: forward terms and logit gradient), the IWAE row-wise logsumexp (out + softmax)
-and the fused reparameterize + Gaussian KL (forward, backward), NumPy reference against numba, float32;
-plus numba's first-call compile time and the cached start-up time, each measured in a fresh process.
+(kernels/bernoulli_parts.py: forward terms and logit gradient), ReLU forward and backward, the IWAE
+row-wise logsumexp (out + softmax) and the fused reparameterize + Gaussian KL (forward, backward), NumPy
+reference against numba, float32; plus numba's first-call compile time and the cached start-up time, each
+measured in a fresh process.
 
     python benchmarks/bench_kernels.py [--rounds 15] [--threads 1,2] [--markdown]
 
@@ -38,7 +39,7 @@ def worker(rounds, threads):
     import time
 
     import numpy as np
-    from tinyvae.kernels import adam, bernoulli, bernoulli_parts, gaussian, logsumexp
+    from tinyvae.kernels import adam, bernoulli, bernoulli_parts, gaussian, logsumexp, relu
 
     from tinyvae import backend
 
@@ -101,6 +102,21 @@ def worker(rounds, threads):
         )
 
     for batch in VAE_BATCHES:
+        hidden = rng.standard_normal((batch, 400)).astype(np.float32)  # the VAE's hidden layer
+        g_hidden = rng.standard_normal((batch, 400)).astype(np.float32)
+        y_hidden = np.maximum(hidden, 0)
+        compare(
+            f"relu forward ({batch}, 400)",
+            lambda a=hidden: relu.relu_forward_numpy(a),
+            lambda a=hidden: relu.relu_forward_numba(a),
+        )
+        compare(
+            f"relu backward ({batch}, 400)",
+            lambda a=(g_hidden, y_hidden): relu.relu_backward_numpy(*a),
+            lambda a=(g_hidden, y_hidden): relu.relu_backward_numba(*a),
+        )
+
+    for batch in VAE_BATCHES:
         log_w = (30 * rng.standard_normal((IWAE_K, batch))).astype(np.float32)  # (K, B), as the model has it
         rows = log_w.T  # (B, K) view: rows = examples, columns = samples
         compare(
@@ -141,9 +157,10 @@ def startup_seconds(cache_dir):
     """First call of each numba kernel in a fresh process, with the given numba cache directory."""
     code = (
         "import json, numpy as np\n"
-        "from tinyvae.kernels import adam, bernoulli, bernoulli_parts, codebook, gaussian, logsumexp\n"
+        "from tinyvae.kernels import adam, bernoulli, bernoulli_parts, codebook, gaussian, logsumexp, relu\n"
         "z = np.zeros((4, 3), np.float32)\n"
         "bernoulli_parts.log_prob_terms_numba(z, z, z)\n"
+        "relu.relu_forward_numba(z)\n"
         "adam.adam_update_numba(z.copy(), z, z.copy(), z.copy(), 1e-3, 1e-8, 0.9, 0.999)\n"
         "bernoulli.bernoulli_numba(z, z)\n"
         "codebook.nearest_code_numba(z, z)\n"
@@ -151,7 +168,7 @@ def startup_seconds(cache_dir):
         "gaussian.gaussian_forward_numba(z, z, z)\n"
         "kernels = {'adam': adam, 'bernoulli': bernoulli, 'codebook': codebook, 'logsumexp': logsumexp,\n"
         "           'gaussian (forward + backward)': gaussian,\n"
-        "           'bernoulli_parts (terms + gradient)': bernoulli_parts}\n"
+        "           'bernoulli_parts (terms + gradient)': bernoulli_parts, 'relu (both)': relu}\n"
         "print(json.dumps({name: k.COMPILE_SECONDS['numba'] for name, k in kernels.items()}))\n"
     )
     env = fresh_process_environment({**os.environ, "NUMBA_CACHE_DIR": cache_dir})
