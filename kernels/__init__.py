@@ -3,8 +3,10 @@ version side by side; the entry points exported here pick the version that match
 ``tinyvae.backend.current()``. Ops call these functions, never a backend directly.
 
 Routed into the engine: ``nearest_code`` (behind ``F.vector_quantize``), ``adam_update`` (behind
-``tv.optim.Adam``) and ``bernoulli_parts`` (the arithmetic around exp and log1p in ``F.bernoulli_log_prob``,
-forward and backward: NumPy keeps the transcendentals, numba fuses the rest into one pass). Written,
+``tv.optim.Adam``), ``bernoulli_parts`` (the arithmetic around exp and log1p in ``F.bernoulli_log_prob``,
+forward and backward: NumPy keeps the transcendentals, numba fuses the rest into one pass) and ``relu``
+(``F.relu`` forward and backward, one pass each). The shared rule for which version runs is in
+``_routing.py``. Written,
 tested against their references and measured, but not routed because they did not beat NumPy on this CPU
 (no SVML for numba's exp/log; see benchmarks/RESULTS.md): ``bernoulli`` (summed Bernoulli
 log-likelihood), ``logsumexp`` (row-wise, for IWAE) and ``gaussian`` (reparameterise + KL, forward and
