@@ -27,3 +27,24 @@ def to_backend_arrays(name, *arrays):
 
 def to_numpy(array):
     return array.get() if hasattr(array, "get") else array
+
+
+def versions_called(monkeypatch, *version_tables):
+    """Wrap the "numpy" and "numba" entries of kernel version tables so that each call appends its
+    backend's name to the returned list (the routing tests read it)."""
+    calls = []
+    for table in version_tables:
+        for name in ("numpy", "numba"):
+            monkeypatch.setitem(table, name, lambda *a, _f=table[name], _n=name: calls.append(_n) or _f(*a))
+    return calls
+
+
+def run_under_each_cpu_backend(step):
+    """Call ``step(backend)`` under tv.backend.use("numba") and then "numpy", restoring the backend after."""
+    previous = tv.backend.current()
+    try:
+        for backend in ("numba", "numpy"):
+            tv.backend.use(backend)
+            step(backend)
+    finally:
+        tv.backend.use(previous)

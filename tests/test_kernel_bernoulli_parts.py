@@ -4,7 +4,14 @@ hands back to NumPy, and the op routes through it."""
 
 import numpy as np
 import pytest
-from backends import BACKENDS, require_backend, to_backend_arrays, to_numpy
+from backends import (
+    BACKENDS,
+    require_backend,
+    run_under_each_cpu_backend,
+    to_backend_arrays,
+    to_numpy,
+    versions_called,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from tinyvae.kernels import bernoulli_parts as parts
@@ -103,21 +110,16 @@ def test_layouts_the_numba_version_does_not_take_fall_back_to_numpy():
 def test_routing_follows_the_backend(monkeypatch):
     """Under the numba backend the op's arithmetic runs the numba version; under numpy, the reference."""
     require_backend("numba")
-    calls = []
-    for table in (parts.LOG_PROB_TERMS, parts.LOGIT_GRADIENT):
-        for name in ("numpy", "numba"):
-            monkeypatch.setitem(table, name, lambda *a, _f=table[name], _n=name: calls.append(_n) or _f(*a))
+    calls = versions_called(monkeypatch, parts.LOG_PROB_TERMS, parts.LOGIT_GRADIENT)
     logits = tv.Tensor(np.zeros((2, 3), np.float32), requires_grad=True)
     x = tv.Tensor(np.ones((2, 3), np.float32))
-    previous = tv.backend.current()
-    try:
-        for backend in ("numba", "numpy"):
-            tv.backend.use(backend)
-            calls.clear()
-            F.bernoulli_log_prob(logits, x).sum().backward()
-            assert calls == [backend, backend]
-    finally:
-        tv.backend.use(previous)
+
+    def step(backend):
+        calls.clear()
+        F.bernoulli_log_prob(logits, x).sum().backward()
+        assert calls == [backend, backend]
+
+    run_under_each_cpu_backend(step)
 
 
 def test_unknown_backend_is_named():

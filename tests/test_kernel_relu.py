@@ -3,7 +3,14 @@ involve no rounding), NaN included, on every layout; the op routes through them.
 
 import numpy as np
 import pytest
-from backends import BACKENDS, require_backend, to_backend_arrays, to_numpy
+from backends import (
+    BACKENDS,
+    require_backend,
+    run_under_each_cpu_backend,
+    to_backend_arrays,
+    to_numpy,
+    versions_called,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -46,22 +53,17 @@ def test_every_version_matches_the_reference(backend, dtype, data, shape, layout
 def test_routing_follows_the_backend(monkeypatch):
     """Under the numba backend the ReLU op runs the numba passes; under numpy, the reference."""
     require_backend("numba")
-    calls = []
-    for table in (relu.FORWARD, relu.BACKWARD):
-        for name in ("numpy", "numba"):
-            monkeypatch.setitem(table, name, lambda *a, _f=table[name], _n=name: calls.append(_n) or _f(*a))
+    calls = versions_called(monkeypatch, relu.FORWARD, relu.BACKWARD)
     x = tv.Tensor(np.array([[-1.0, 2.0]], np.float32), requires_grad=True)
-    previous = tv.backend.current()
-    try:
-        for backend in ("numba", "numpy"):
-            tv.backend.use(backend)
-            calls.clear()
-            x.zero_grad()
-            (F.relu(x) * 3.0).sum().backward()
-            assert calls == [backend, backend]
-            np.testing.assert_array_equal(x.grad, [[0.0, 3.0]])
-    finally:
-        tv.backend.use(previous)
+
+    def step(backend):
+        calls.clear()
+        x.zero_grad()
+        (F.relu(x) * 3.0).sum().backward()
+        assert calls == [backend, backend]
+        np.testing.assert_array_equal(x.grad, [[0.0, 3.0]])
+
+    run_under_each_cpu_backend(step)
 
 
 def test_unknown_backend_is_named():
