@@ -129,14 +129,13 @@ def _rows(a, shape):
 
 def _as_rows(logits, x):
     """(logits as (rows, D), x as (rows_x, D)) C-contiguous, or None when the numba layout does not apply."""
-    if logits.ndim == 0 or logits.size == 0 or x.dtype != logits.dtype:
+    if logits.ndim == 0 or logits.size == 0 or logits.dtype not in (np.float32, np.float64):
         return None
-    if logits.dtype not in (np.float32, np.float64):
+    if x.dtype != logits.dtype or not 1 <= x.ndim <= logits.ndim:
         return None
+    if x.shape != logits.shape[logits.ndim - x.ndim :]:
+        return None  # x broadcasts some other way: the NumPy version handles it
     features = logits.shape[-1]
-    trailing = logits.shape[logits.ndim - x.ndim :] if x.ndim else ()
-    if x.ndim == 0 or x.ndim > logits.ndim or tuple(x.shape) != tuple(trailing):
-        return None  # x broadcasts some other way (or is a scalar): the NumPy version handles it
     return _rows(logits, (-1, features)), _rows(x, (-1, features))
 
 
