@@ -525,7 +525,7 @@ CLI = {
     ),
     "components 0": (["train", "--components", "0"], "argument --components: expected a positive integer"),
     "flow steps 0": (["train", "--flow-steps", "0"], "argument --flow-steps: expected a positive integer"),
-    "seed text": (["train", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    "seed text": (["train", "--seed", "x"], "argument --seed: expected an integer seed, got 'x'"),
     "limit 0": (["train", "--limit", "0"], "argument --limit: expected a positive integer, got 0"),
     "model": (["train", "--model", "gan"], "argument --model: invalid choice: 'gan'"),
     "data": (["train", "--data", "cifar"], "argument --data: invalid choice: 'cifar'"),
@@ -543,7 +543,7 @@ CLI = {
     ),
     "overwrite non-run": (
         ["train", "--overwrite", "--out", foreign_folder],
-        "--overwrite: .* does not look like a tinyvae run \\(no config.json\\); not deleting it",
+        "--overwrite refused: .* is not a tinyvae run directory \\(no config.json\\).*; nothing was deleted",
     ),
     "resume other model": (
         ["train", "--resume", "--data", "ring", "--out", other_model],
@@ -560,7 +560,7 @@ CLI = {
     "evaluate limit 0": (["evaluate", "{runs}/vae", "--limit", "0"], "argument --limit: expected a positive"),
     "checkpoint name": (["sample", "{runs}/vae", "--checkpoint", "worst"], "invalid choice: 'worst'"),
     "sample n 0": (["sample", "{runs}/vae", "--n", "0"], "argument --n: expected a positive integer, got 0"),
-    "sample seed": (["sample", "{runs}/vae", "--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
+    "sample seed": (["sample", "{runs}/vae", "--seed", "1.5"], "argument --seed: expected an integer seed, got '1.5'"),
     "label missing": (["sample", "{runs}/cvae"], "--label is required for the conditional model 'cvae'"),
     "label range": (
         ["sample", "{runs}/cvae", "--label", "99"],

@@ -119,18 +119,39 @@ def test_ctrl_c_exits_cleanly_and_the_run_resumes(tmp_path):
     assert [json.loads(row)["epoch"] for row in rows] == list(range(1, meta["epoch"] + 2))
 
 
-def test_a_diverging_run_exits_non_zero_naming_the_place_and_keeps_its_checkpoint(tmp_path):
-    """--lr 1e6 with one step per epoch: the first Adam step moves every weight by ~1e6, the epoch's
-    checkpoint is saved, and the next step's loss is NaN. The command exits with status 1, names epoch 2,
-    step 1 and the first non-finite term, and last.npz still holds epoch 1 with finite weights."""
+def test_a_run_diverging_later_exits_non_zero_and_keeps_the_last_finite_epoch(tmp_path):
+    """One finished epoch, then --resume with --lr 1e6 (one step per epoch): the step moves every weight by
+    ~1e6 and epoch 2's test loss is NaN. Epoch 2 is never saved: the command exits with status 1, names
+    epoch 2 and what is not finite, and cites last.npz, which still holds epoch 1 with finite weights and
+    optimiser moments (issue 10: a divergent epoch must not become "the last good checkpoint")."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 0
+    before = (out / "last.npz").read_bytes()
+    process = start_training(out, epochs=5, extra=["--resume", "--lr", "1e6"])
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stdout + stderr
+    assert "training diverged in epoch 2: " in stderr and "; epoch 2 was not saved" in stderr
+    assert f"the last good (finite) checkpoint is {out / 'last.npz'} (epoch 1)" in stderr
+    assert (out / "last.npz").read_bytes() == before
+    meta, state, moments = checkpoint.read_checkpoint(str(out / "last.npz"))
+    assert meta["epoch"] == 1
+    assert all(numpy.isfinite(a).all() for a in [*state.values(), *moments.values()])
+    assert [json.loads(row)["epoch"] for row in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_run_diverging_in_its_first_epoch_says_nothing_was_kept_and_leaves_no_directory(tmp_path):
+    """--lr 1e6 from the start: epoch 1's test loss is NaN, so no checkpoint is ever written. The message
+    says so instead of citing a last.npz that does not exist, the status is 1, and the folder the run made
+    is gone, so the same command (with a sane --lr) can simply be run again."""
     out = tmp_path / "run"
     process = start_training(out, epochs=5, extra=["--lr", "1e6"])
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stdout + stderr
-    assert "training diverged at epoch 2, step 1: the loss is nan; the first non-finite term is" in stderr
-    assert f"the last good checkpoint is {out / 'last.npz'}" in stderr
-    meta, state, _ = checkpoint.read_checkpoint(str(out / "last.npz"))
-    assert meta["epoch"] == 1 and all(numpy.isfinite(a).all() for a in state.values())
+    assert "training diverged in epoch 1: " in stderr
+    assert "no checkpoint was saved before it diverged, so none is kept" in stderr
+    assert "last.npz" not in stderr
+    assert not out.exists()
+    assert cli.main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 0
 
 
 # ---------------------------------------------------------------------------------------------------------

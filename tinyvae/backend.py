@@ -186,6 +186,17 @@ def to_device(array):
     return xp.asarray(array)
 
 
+def to_host(array):
+    """``array`` as a NumPy array in host memory (copied from the GPU when it is a CuPy array).
+
+    The one place device data crosses to the host: figures, metrics, checkpoints and evaluation output.
+    Anything that is not a CuPy array is returned as ``numpy.asarray`` gives it.
+    """
+    if array_module(array) is not numpy:
+        return array.get()
+    return numpy.asarray(array)
+
+
 def threads():
     """How many threads the CPU kernels may use (numba's count when numba is loaded, else the CPUs)."""
     if "numba" in sys.modules:

@@ -11,16 +11,17 @@ tinyvae download mnist             # full MNIST into ~/.cache/tinyvae (needs the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import shutil
+import signal
 import sys
+import threading
 
 import numpy
 
 DATASETS = ("mnist5k", "mnist", "fashion-mnist", "ring", "moons", "pinwheel")
 TOY_DATASETS = ("ring", "moons", "pinwheel")
-RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz")
 
 
 class CommandError(Exception):
@@ -64,6 +65,16 @@ def _positive_float(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0 .. 2**63 - 1, got {value}")
+    return value
+
+
 def _sizes(text):
     """'400' or '512,256' → (400,) or (512, 256)."""
     try:
@@ -94,15 +105,11 @@ def build_parser():
         "MNIST 5k (dynamic binarisation), Adam 1e-3, batch 128, 30 epochs.",
         epilog="example: tinyvae train --model iwae --k 10 --epochs 20 --out runs/iwae",
     )
-    train.add_argument(
-        "--model", default="vae", choices=sorted(models.MODELS), help="which model (default vae)"
-    )
-    train.add_argument(
-        "--data", default="mnist5k", choices=DATASETS, help="dataset (default mnist5k, embedded)"
-    )
-    train.add_argument("--epochs", type=_positive_int, default=30, help="epochs in total (default 30)")
-    train.add_argument("--batch-size", type=_positive_int, default=128, help="minibatch size (default 128)")
-    train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--model", choices=sorted(models.MODELS), help="which model (default vae)")
+    train.add_argument("--data", choices=DATASETS, help="dataset (default mnist5k, embedded)")
+    train.add_argument("--epochs", type=_positive_int, help="epochs in total (default 30)")
+    train.add_argument("--batch-size", type=_positive_int, help="minibatch size (default 128)")
+    train.add_argument("--lr", type=_positive_float, help="Adam learning rate (default 1e-3)")
     train.add_argument(
         "--latent-dim", type=_positive_int, help="latent dimensions (default 20; 2 for 2-D toys)"
     )
@@ -118,12 +125,18 @@ def build_parser():
     train.add_argument("--codebook-size", type=_positive_int, help="codes (vqvae; default 64)")
     train.add_argument("--components", type=_positive_int, help="mixture components (mixture; default 4)")
     train.add_argument("--flow-steps", type=_positive_int, help="flow layers (flow; default 4)")
-    train.add_argument(
-        "--seed", type=int, default=0, help="seeds the weights, shuffling and noise (default 0)"
-    )
+    train.add_argument("--seed", type=_seed, help="seeds the weights, shuffling and noise (default 0)")
     train.add_argument("--out", help="run directory (default runs/MODEL-DATA-seedSEED)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last.npz (--epochs, --lr and --batch-size may change)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the tinyvae run in --out (only the files a run writes are removed)",
+    )
     train.add_argument("--data-dir", help="where the IDX files of mnist / fashion-mnist are")
     train.add_argument(
         "--limit", type=_positive_int, help="use only the first N training examples (quick runs)"
@@ -142,7 +155,7 @@ def build_parser():
         )
         sub.add_argument("run", help="a run directory made by `tinyvae train`")
         sub.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint")
-        sub.add_argument("--seed", type=int, default=0, help="seed for any sampling (default 0)")
+        sub.add_argument("--seed", type=_seed, default=0, help="seed for any sampling (default 0)")
         return sub
 
     evaluate = run_command(
@@ -245,110 +258,328 @@ def _load_splits(settings, rng):
 
 
 def _read_settings(run):
-    path = os.path.join(run, "config.json")
-    if not os.path.isfile(path):
+    from tinyvae import rundir
+
+    return rundir.read_settings(run)
+
+
+TRAIN_DEFAULTS = {"model": "vae", "data": "mnist5k", "epochs": 30, "batch_size": 128, "lr": 1e-3, "seed": 0}
+RESUME_MAY_CHANGE = ("epochs", "lr", "batch_size")  # applied to the continued run and recorded
+RESUME_FIXED_SETTINGS = ("model", "data", "seed", "pixels", "limit", "data_dir")
+RESUME_FIXED_MODEL_FIELDS = {  # flag attribute: the model-config field it sets
+    "latent_dim": "z_dim",
+    "hidden": "hidden",
+    "likelihood": "likelihood",
+    "beta": "beta",
+    "k": "k",
+    "codebook_size": "codebook_size",
+    "components": "components",
+    "flow_steps": "flow_steps",
+}
+
+
+def _flag(attribute):
+    return "--" + attribute.replace("_", "-")
+
+
+def _given_train_flags(args):
+    """The train flags the user typed (argparse leaves the others None), then the defaults filled in."""
+    given = {name for name, value in vars(args).items() if value is not None and value is not False}
+    for name, value in TRAIN_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return given
+
+
+def _resume_conflicts(args, given, settings):
+    """'--flag value (recorded: value)' for every flag that would change what the run is."""
+    conflicts = []
+    for name in RESUME_FIXED_SETTINGS:
+        if name in given and getattr(args, name) != settings[name]:
+            conflicts.append(f"{_flag(name)} {getattr(args, name)} (recorded: {settings[name]})")
+    model_config = settings["model_config"]
+    for name, field in RESUME_FIXED_MODEL_FIELDS.items():
+        if name not in given:
+            continue
+        value, recorded = getattr(args, name), model_config.get(field)
+        if isinstance(value, tuple):
+            value, recorded = list(value), list(recorded) if isinstance(recorded, list | tuple) else recorded
+        if value != recorded:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            conflicts.append(f"{_flag(name)} {shown} (recorded: {recorded})")
+    return conflicts
+
+
+def _estimated_training_bytes(fields, batch_size, limit):
+    """Bytes a training run of this config needs, roughly: float32 weights, gradients and two Adam moments,
+    activations kept for the backward pass, and the generated data of a 2-D toy. An estimate to refuse
+    impossible requests up front (a --hidden or --flow-steps typed with too many zeros), not a promise."""
+    x_dim, z_dim = fields["x_dim"], sum(fields.get("z_dims") or (fields["z_dim"],))
+    hidden = list(fields["hidden"])
+    encoder, decoder = [x_dim, *hidden, 2 * z_dim], [z_dim, *hidden, x_dim]
+    parameters = sum(
+        (fan_in + 1) * fan_out
+        for layers in (encoder, decoder)
+        for fan_in, fan_out in zip(layers[:-1], layers[1:], strict=True)
+    )
+    codes = fields.get("codebook_size") or 0
+    parameters += codes * z_dim + (fields.get("flow_steps") or 0) * (2 * z_dim + 1)
+    parameters += (fields.get("components") or 0) * 2 * z_dim * ((hidden or [x_dim])[-1] + 1)
+    samples = batch_size * (fields.get("k") or 1) * max(1, fields.get("components") or 1)
+    activations = samples * (sum(encoder) + sum(decoder) + codes)
+    data = 3 * x_dim * (limit or 0)
+    return 4 * (4 * parameters + 6 * activations + data)
+
+
+def _physical_memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(needed, what, advice):
+    available = _physical_memory_bytes()
+    if available is not None and needed > 0.8 * available:
         raise CommandError(
-            f"{run} is not a tinyvae run directory (no config.json); make one with `tinyvae train`"
+            f"{what} would need about {needed / 2**30:,.1f} GiB, more than this machine's "
+            f"{available / 2**30:,.1f} GiB of memory; {advice}"
         )
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)["settings"]
 
 
-def _prepare_run_dir(args):
-    out = args.out or os.path.join("runs", f"{args.model}-{args.data}-seed{args.seed}")
-    exists = os.path.isdir(out) and os.listdir(out)
-    if args.resume:
-        if not os.path.isfile(os.path.join(out, "last.npz")):
-            raise CommandError(f"--resume: {out} has no last.npz to continue from")
-        return out
-    if exists and not args.overwrite:
+def _build_new_model(args, given):
+    """The model and the settings of a new run, from the flags; every check that can refuse happens
+    here, before the run directory is touched."""
+    from tinyvae import data
+
+    likelihood = args.likelihood or ("gaussian" if args.data in TOY_DATASETS else "bernoulli")
+    probe = data.load_dataset(
+        args.data, "test", pixels=data.default_pixels(likelihood, "test"), data_dir=args.data_dir
+    )
+    cls, fields = _model_fields(args, probe)
+    _check_memory(
+        _estimated_training_bytes(fields, args.batch_size, args.limit if args.data in TOY_DATASETS else 0),
+        "this model and batch",
+        "choose smaller sizes (--hidden, --latent-dim, --codebook-size, --k, --components, --flow-steps, "
+        "--batch-size, --limit)",
+    )
+    try:
+        model = cls(cls.config_class(**fields))
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from error
+    settings = {
+        "model": args.model,
+        "data": args.data,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "pixels": args.pixels,
+        "limit": args.limit,
+        "data_dir": args.data_dir,
+        "model_config": model.config.to_dict(),
+    }
+    return model, settings
+
+
+def _claim_new_run_dir(out, overwrite, lock_command):
+    """Make or take ``out`` for a new run and lock it; returns (lock, created).
+
+    An existing non-empty folder needs --overwrite and must be a tinyvae run holding nothing but run
+    files; those are removed under the lock, nothing else is ever touched.
+    """
+    from tinyvae import rundir
+
+    def refuse_foreign():
+        try:
+            rundir.read_config(out)
+        except rundir.RunDirError as error:
+            raise CommandError(f"--overwrite refused: {error}; nothing was deleted") from None
+        foreign = rundir.foreign_entries(out)
+        if foreign:
+            shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+            raise CommandError(
+                f"--overwrite refused: {out} holds files a tinyvae run does not write, which would be lost: "
+                f"{shown}; move them out first. Nothing was deleted"
+            )
+
+    occupied = os.path.isdir(out) and os.listdir(out)
+    if occupied and not overwrite:
         raise CommandError(
             f"run directory {out} already exists; pass --resume to continue it or --overwrite to start over"
         )
-    if exists:
-        if not os.path.isfile(os.path.join(out, "config.json")):
-            raise CommandError(
-                f"--overwrite: {out} does not look like a tinyvae run (no config.json); not deleting it"
-            )
-        shutil.rmtree(out)
-    os.makedirs(out, exist_ok=True)
-    return out
+    if occupied:
+        refuse_foreign()  # before taking the lock, so a refusal creates nothing
+    created = not os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create run directory {out}: {error.strerror}") from None
+    try:
+        lock = rundir.RunLock(out, lock_command).acquire()
+    except rundir.RunDirError:
+        if created:
+            _remove_if_empty(out)
+        raise
+    # Checked again under the lock: another writer may have filled the folder in between.
+    occupied = [name for name in os.listdir(out) if name != rundir.LOCK_NAME]
+    if occupied and not overwrite:
+        lock.release()
+        raise CommandError(
+            f"run directory {out} was filled by another process meanwhile; nothing was changed"
+        )
+    if occupied:
+        try:
+            refuse_foreign()
+        except CommandError:
+            lock.release()
+            raise
+        rundir.remove_run_files(out)
+    return lock, created
+
+
+def _remove_if_empty(folder):
+    try:
+        os.rmdir(folder)
+    except OSError:  # not empty (another process's files), or already gone: leave it
+        pass
+
+
+def _abandon_new_run(run_dir, lock, created):
+    """Undo a new run that saved no checkpoint, so the same command can simply be run again."""
+    from tinyvae import rundir
+
+    if os.path.exists(os.path.join(run_dir, "last.npz")):
+        return False
+    rundir.remove_run_files(run_dir)
+    lock.release()
+    lock_path = os.path.join(run_dir, rundir.LOCK_NAME)
+    if os.path.exists(lock_path):
+        os.unlink(lock_path)
+    if created:
+        _remove_if_empty(run_dir)
+    return True
+
+
+def _record_resume(run_dir, settings, done, changed):
+    """config.json after a resume: the settings now in force, and which flags changed after which epoch."""
+    from tinyvae import rundir
+    from tinyvae.train import atomic_write_bytes
+
+    payload = rundir.read_config(run_dir)
+    payload["settings"] = settings
+    payload.setdefault("resumes", []).append({"after_epoch": done, "changed": changed})
+    atomic_write_bytes(os.path.join(run_dir, rundir.CONFIG_NAME), json.dumps(payload, indent=2).encode())
 
 
 # ---------------------------------------------------------------- commands
 
 
 def command_train(args):
-    from tinyvae import optim, plots, train
+    from tinyvae import optim, plots, rundir, train
 
-    run_dir = _prepare_run_dir(args)
+    given = _given_train_flags(args)
+    out = args.out or os.path.join("runs", f"{args.model}-{args.data}-seed{args.seed}")
+    if args.resume and args.overwrite:
+        raise CommandError("--resume and --overwrite contradict each other: choose one")
+    try:
+        rundir.check_writable_location(out)
+    except rundir.RunDirError as error:
+        raise CommandError(str(error)) from None
     print(banner())
     if args.resume:
-        settings = _read_settings(run_dir)
+        if not os.path.isfile(os.path.join(out, "last.npz")):
+            raise CommandError(f"--resume: {out} has no last.npz to continue from")
+        settings = _read_settings(out)
+        conflicts = _resume_conflicts(args, given, settings)
+        if conflicts:
+            raise CommandError(
+                "--resume continues the recorded run, and these flags would change what it is: "
+                + "; ".join(conflicts)
+                + ". Drop them, or start a new run in another --out (only "
+                + ", ".join(map(_flag, RESUME_MAY_CHANGE))
+                + " may change on resume)"
+            )
+        lock, created = rundir.RunLock(out, rundir.command_line()).acquire(), False
         model, optimizer, rng, history, done = train.resume(
-            run_dir, lambda p: optim.Adam(p, lr=settings["lr"]), expected_model=settings["model"]
+            out, lambda p: optim.Adam(p, lr=settings["lr"]), expected_model=settings["model"]
         )
+        changed = {}
+        for name in RESUME_MAY_CHANGE:
+            if name in given and getattr(args, name) != settings[name]:
+                changed[name] = [settings[name], getattr(args, name)]
+                settings[name] = getattr(args, name)
+        optimizer.lr = settings["lr"]
         train_data, test_data = _load_splits(settings, numpy.random.default_rng(settings["seed"]))
-        print(f"resuming {run_dir} after epoch {done} of {args.epochs}")
+        if changed:
+            _record_resume(out, settings, done, changed)
+        print(f"resuming {out} after epoch {done} of {settings['epochs']}")
     else:
-        rng = numpy.random.default_rng(args.seed)
-        from tinyvae import data
-
-        likelihood = args.likelihood or ("gaussian" if args.data in TOY_DATASETS else "bernoulli")
-        probe = data.load_dataset(
-            args.data, "test", pixels=data.default_pixels(likelihood, "test"), data_dir=args.data_dir
-        )
-        cls, fields = _model_fields(args, probe)
-        try:
-            model = cls(cls.config_class(**fields))
-        except (ValueError, TypeError) as error:
-            raise CommandError(str(error)) from error
-        settings = {
-            "model": args.model,
-            "data": args.data,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "seed": args.seed,
-            "pixels": args.pixels,
-            "limit": args.limit,
-            "data_dir": args.data_dir,
-            "model_config": model.config.to_dict(),
-        }
-        train.write_run_config(run_dir, settings)
+        model, settings = _build_new_model(args, given)
         train_data, test_data = _load_splits(settings, numpy.random.default_rng(args.seed))
+        lock, created = _claim_new_run_dir(out, args.overwrite, rundir.command_line())
+        train.write_run_config(out, settings)
+        rng = numpy.random.default_rng(args.seed)
         optimizer, history, done = optim.Adam(model.parameters(), lr=args.lr), [], 0
-    print(f"run directory: {run_dir}")
+    print(f"run directory: {out}")
     print(f"{model.name} on {settings['data']}: {len(train_data.x)} train / {len(test_data.x)} test examples")
+    last = os.path.join(out, "last.npz")
     try:
         history = train.fit(
             model,
             train_data,
             test_data,
-            args.epochs,
-            args.batch_size,
+            settings["epochs"],
+            settings["batch_size"],
             optimizer,
             rng,
-            run_dir=run_dir,
+            run_dir=out,
             progress=not args.no_progress and sys.stderr.isatty(),
             start_epoch=done,
             history=history,
         )
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the last finished epoch is saved in {os.path.join(run_dir, 'last.npz')}")
-        print(f"continue with: tinyvae train --out {run_dir} --resume --epochs {args.epochs}")
-        return 130
+    except KeyboardInterrupt as interrupt:
+        what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        if not args.resume and _abandon_new_run(out, lock, created):
+            print(f"\n{what} before the first epoch finished: nothing was saved, and {out} was cleared")
+        else:
+            print(f"\n{what}; the last finished epoch is saved in {last}")
+            print(f"continue with: tinyvae train --out {out} --resume")
+        return 143 if isinstance(interrupt, Terminated) else 130
     except train.TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        print(f"the last good checkpoint is {os.path.join(run_dir, 'last.npz')}", file=sys.stderr)
+        if not args.resume and _abandon_new_run(out, lock, created):
+            print(
+                "no checkpoint was saved before it diverged, so none is kept; try a smaller --lr",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"the last good (finite) checkpoint is {last} (epoch {_saved_epoch(last)})", file=sys.stderr
+            )
         return 1
+    except OSError as error:  # a full disk or a quota: the atomic writes left the previous files whole
+        print(f"error: could not write to {out}: {error.strerror or error}", file=sys.stderr)
+        if os.path.exists(last):
+            print(f"the last complete checkpoint is {last} (epoch {_saved_epoch(last)})", file=sys.stderr)
+        return 1
+    lock.release()
     if not args.no_plots:
         written = plots.plot_run(
-            model, train_data, test_data, run_dir, numpy.random.default_rng(args.seed), history
+            model, train_data, test_data, out, numpy.random.default_rng(settings["seed"]), history
         )
         print(f"figures: {', '.join(os.path.basename(p) for p in written)}")
-    print(f"done: {run_dir}")
+    print(f"done: {out}")
     return 0
+
+
+def _saved_epoch(path):
+    from tinyvae import checkpoint
+
+    try:
+        return checkpoint.read_checkpoint(path)[0].get("epoch", "?")
+    except checkpoint.CheckpointError:
+        return "?"
 
 
 def _load_run(args):
@@ -498,15 +729,51 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like a Ctrl-C so that it is handled like one: the save in progress finishes, the run
+    stays resumable, and the process exits with a message (status 143) instead of dying mid-write."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _interrupt_handlers():
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated inside the block, whatever handlers the
+    process inherited (a job started in the background of a shell inherits SIGINT ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tinyvae import checkpoint, data
+    from tinyvae import backend, checkpoint, data, rundir
 
+    user_errors = (CommandError, data.DataError, checkpoint.CheckpointError, rundir.RunDirError)
     try:
-        return COMMANDS[args.command](args)
-    except (CommandError, data.DataError, checkpoint.CheckpointError) as error:
+        with _interrupt_handlers():
+            return COMMANDS[args.command](args)
+    except (*user_errors, backend.BackendError) as error:
         parser.exit(2, f"tinyvae: error: {error}\n")
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print(
+            f"\ntinyvae {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+            file=sys.stderr,
+        )
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

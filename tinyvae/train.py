@@ -39,6 +39,7 @@ from tinyvae.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from tinyvae.rundir import RUN_FORMAT, RUN_FORMAT_VERSION
 
 EVALUATION_SEED = 12345  # test-split noise (sampling z, dynamic pixels) is the same every epoch
 
@@ -182,41 +183,68 @@ def fit(
         row.update({f"train_{k}": v for k, v in train_means.items()})
         row.update({f"test_{k}": v for k, v in test_means.items()})
         row["seconds"] = time.perf_counter() - start
+        problem = _non_finite_state(model, optimizer, row)
+        if problem:  # never save it: last.npz must keep holding the last finite epoch
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}: {problem}; epoch {epoch} was not saved"
+            )
         history.append(row)
         if run_dir is not None:
             with interrupts_deferred():
-                _write_metrics(run_dir, history)
+                # Checkpoints first: metrics.jsonl never runs ahead of last.npz, whatever stops the writes.
                 state = {"epoch": epoch, "rng": rng.bit_generator.state, "history": history}
                 save_checkpoint(os.path.join(run_dir, "last.npz"), model, optimizer, **state)
                 if _score(row) > best:
                     best = _score(row)
                     save_checkpoint(os.path.join(run_dir, "best.npz"), model, optimizer, **state)
+                _write_metrics(run_dir, history)
         log(_epoch_line(row))
     return history
 
 
+def _non_finite_state(model, optimizer, row):
+    """What is not finite after an epoch (a parameter, an optimiser moment, a test metric), or None."""
+    for name, parameter in model.named_parameters():
+        if not numpy.isfinite(parameter.numpy()).all():
+            return f"parameter '{name}' is not finite"
+    for name, value in optimizer.state_dict().items():
+        value = tinyvae.backend.to_host(value)
+        if isinstance(value, numpy.ndarray) and value.dtype.kind == "f" and not numpy.isfinite(value).all():
+            return f"optimiser state '{name}' is not finite"
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value}"
+    return None
+
+
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise it.
+    """Hold a Ctrl-C or SIGTERM that arrives inside the block until the block is done, then deliver it.
 
-    An epoch's files are written together, so a Ctrl-C lands before or after them, never halfway: no
+    An epoch's files are written together, so an interrupt lands before or after them, never halfway: no
     temporary is orphaned (a KeyboardInterrupt inside ``tempfile.mkstemp`` would lose its name) and no
-    half-built archive object is left behind. SIGKILL cannot be held; the atomic writes cover that case.
-    Only the main thread can install signal handlers; elsewhere the block runs as is.
+    half-built archive object is left behind. The held signal is raised again once the previous handlers
+    are back, so it then does whatever it would have done outside the block. SIGKILL cannot be held; the
+    atomic writes cover that case. Only the main thread can install signal handlers; elsewhere the block
+    runs as is.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in INTERRUPT_SIGNALS
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and previous is signal.default_int_handler:
-            raise KeyboardInterrupt
-        if received and callable(previous):
-            previous(signal.SIGINT, None)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)
 
 
 def _progress_bar(total, epoch, epochs):
@@ -235,8 +263,9 @@ def _epoch_line(row):
 
 
 def write_run_config(run_dir, settings):
-    """config.json: the training settings given, plus the environment."""
-    payload = {"settings": settings, "environment": environment()}
+    """config.json: the run marker (see :mod:`tinyvae.rundir`), the training settings, the environment."""
+    payload = {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION}
+    payload.update(settings=settings, environment=environment())
     atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(payload, indent=2).encode())
 
 
