@@ -22,6 +22,11 @@ import numpy
 
 DATASETS = ("mnist5k", "mnist", "fashion-mnist", "ring", "moons", "pinwheel")
 TOY_DATASETS = ("ring", "moons", "pinwheel")
+# Upper bounds on counts a user types, so that an extra zero is refused at once instead of filling memory
+# or running for days: a figure of 10,000 images is already 100 x 100 panels.
+MAX_FIGURE_IMAGES = 10_000
+MAX_INTERPOLATION_STEPS = 1_000
+MAX_EVALUATION_K = 100_000
 
 
 class CommandError(Exception):
@@ -41,10 +46,26 @@ def _positive_int(text):
     return value
 
 
+def _count_at_most(limit, what):
+    """An argparse type: a positive integer no larger than ``limit`` (``what`` says why the limit)."""
+
+    def parse(text):
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,} ({what}), got {value:,}")
+        return value
+
+    return parse
+
+
 def _at_least_two(text):
     value = _positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"expected an integer >= 2 (the two ends of the path), got {value}")
+    if value > MAX_INTERPOLATION_STEPS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_INTERPOLATION_STEPS:,} points (one image each in a strip), got {value:,}"
+        )
     return value
 
 
@@ -164,15 +185,30 @@ def build_parser():
         "(and codebook perplexity for VQ); writes evaluation.json",
         "tinyvae evaluate runs/vae-mnist5k-seed0 --k 1000",
     )
-    evaluate.add_argument("--k", type=_positive_int, default=1000, help="importance samples (default 1000)")
+    evaluate.add_argument(
+        "--k",
+        type=_count_at_most(MAX_EVALUATION_K, "the time grows with k: 1e5 samples take ~100x the default"),
+        default=1000,
+        help="importance samples (default 1000)",
+    )
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N test examples")
     sample = run_command("sample", "draw samples from the prior and save a grid", "tinyvae sample RUN --n 64")
-    sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
+    sample.add_argument(
+        "--n",
+        type=_count_at_most(MAX_FIGURE_IMAGES, "one image each in a single figure"),
+        default=64,
+        help="number of samples (default 64)",
+    )
     sample.add_argument("--label", type=int, help="class to generate (conditional models)")
     reconstruct = run_command(
         "reconstruct", "reconstruct test examples and save them", "tinyvae reconstruct RUN"
     )
-    reconstruct.add_argument("--n", type=_positive_int, default=10, help="examples (default 10)")
+    reconstruct.add_argument(
+        "--n",
+        type=_count_at_most(MAX_FIGURE_IMAGES, "two images each in a single figure"),
+        default=10,
+        help="examples (default 10)",
+    )
     interpolate = run_command(
         "interpolate", "decode the path between two test examples", "tinyvae interpolate RUN --method slerp"
     )
@@ -382,34 +418,37 @@ def _build_new_model(args, given):
     return model, settings
 
 
-def _claim_new_run_dir(out, overwrite, lock_command):
-    """Make or take ``out`` for a new run and lock it; returns (lock, created).
-
-    An existing non-empty folder needs --overwrite and must be a tinyvae run holding nothing but run
-    files; those are removed under the lock, nothing else is ever touched.
-    """
+def _check_new_run_dir(out, overwrite):
+    """Refuse, changing nothing, a new run in ``out`` that would mix with or delete something: an existing
+    non-empty folder needs --overwrite, and must then be a tinyvae run holding nothing but run files."""
     from tinyvae import rundir
 
-    def refuse_foreign():
-        try:
-            rundir.read_config(out)
-        except rundir.RunDirError as error:
-            raise CommandError(f"--overwrite refused: {error}; nothing was deleted") from None
-        foreign = rundir.foreign_entries(out)
-        if foreign:
-            shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
-            raise CommandError(
-                f"--overwrite refused: {out} holds files a tinyvae run does not write, which would be lost: "
-                f"{shown}; move them out first. Nothing was deleted"
-            )
-
-    occupied = os.path.isdir(out) and os.listdir(out)
-    if occupied and not overwrite:
+    occupied = os.path.isdir(out) and [name for name in os.listdir(out) if name != rundir.LOCK_NAME]
+    if not occupied:
+        return False
+    if not overwrite:
         raise CommandError(
             f"run directory {out} already exists; pass --resume to continue it or --overwrite to start over"
         )
-    if occupied:
-        refuse_foreign()  # before taking the lock, so a refusal creates nothing
+    try:
+        rundir.read_config(out)
+    except rundir.RunDirError as error:
+        raise CommandError(f"--overwrite refused: {error}; nothing was deleted") from None
+    foreign = rundir.foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        raise CommandError(
+            f"--overwrite refused: {out} holds files a tinyvae run does not write, which would be lost: "
+            f"{shown}; move them out first. Nothing was deleted"
+        )
+    return True
+
+
+def _claim_new_run_dir(out, overwrite, lock_command):
+    """Make or take ``out`` for a new run and lock it; returns (lock, created). Under the lock the folder
+    is checked again (another writer may have filled it since) and the old run's files are removed."""
+    from tinyvae import rundir
+
     created = not os.path.isdir(out)
     try:
         os.makedirs(out, exist_ok=True)
@@ -421,20 +460,12 @@ def _claim_new_run_dir(out, overwrite, lock_command):
         if created:
             _remove_if_empty(out)
         raise
-    # Checked again under the lock: another writer may have filled the folder in between.
-    occupied = [name for name in os.listdir(out) if name != rundir.LOCK_NAME]
-    if occupied and not overwrite:
+    try:
+        if _check_new_run_dir(out, overwrite):
+            rundir.remove_run_files(out)
+    except BaseException:
         lock.release()
-        raise CommandError(
-            f"run directory {out} was filled by another process meanwhile; nothing was changed"
-        )
-    if occupied:
-        try:
-            refuse_foreign()
-        except CommandError:
-            lock.release()
-            raise
-        rundir.remove_run_files(out)
+        raise
     return lock, created
 
 
@@ -476,7 +507,7 @@ def _record_resume(run_dir, settings, done, changed):
 
 
 def command_train(args):
-    from tinyvae import optim, plots, rundir, train
+    from tinyvae import rundir
 
     given = _given_train_flags(args)
     out = args.out or os.path.join("runs", f"{args.model}-{args.data}-seed{args.seed}")
@@ -487,20 +518,31 @@ def command_train(args):
     except rundir.RunDirError as error:
         raise CommandError(str(error)) from None
     print(banner())
-    if args.resume:
-        if not os.path.isfile(os.path.join(out, "last.npz")):
-            raise CommandError(f"--resume: {out} has no last.npz to continue from")
-        settings = _read_settings(out)
-        conflicts = _resume_conflicts(args, given, settings)
-        if conflicts:
-            raise CommandError(
-                "--resume continues the recorded run, and these flags would change what it is: "
-                + "; ".join(conflicts)
-                + ". Drop them, or start a new run in another --out (only "
-                + ", ".join(map(_flag, RESUME_MAY_CHANGE))
-                + " may change on resume)"
-            )
-        lock, created = rundir.RunLock(out, rundir.command_line()).acquire(), False
+    start = _start_resumed_run(args, given, out) if args.resume else _start_new_run(args, given, out)
+    try:
+        return _train_and_plot(args, out, start)
+    finally:
+        start["lock"].release()
+
+
+def _start_resumed_run(args, given, out):
+    """Lock the run in ``out`` and restore everything needed to continue it."""
+    from tinyvae import optim, rundir, train
+
+    if not os.path.isfile(os.path.join(out, "last.npz")):
+        raise CommandError(f"--resume: {out} has no last.npz to continue from")
+    settings = _read_settings(out)
+    conflicts = _resume_conflicts(args, given, settings)
+    if conflicts:
+        raise CommandError(
+            "--resume continues the recorded run, and these flags would change what it is: "
+            + "; ".join(conflicts)
+            + ". Drop them, or start a new run in another --out (only "
+            + ", ".join(map(_flag, RESUME_MAY_CHANGE))
+            + " may change on resume)"
+        )
+    lock = rundir.RunLock(out, rundir.command_line()).acquire()
+    try:
         model, optimizer, rng, history, done = train.resume(
             out, lambda p: optim.Adam(p, lr=settings["lr"]), expected_model=settings["model"]
         )
@@ -513,17 +555,50 @@ def command_train(args):
         train_data, test_data = _load_splits(settings, numpy.random.default_rng(settings["seed"]))
         if changed:
             _record_resume(out, settings, done, changed)
-        print(f"resuming {out} after epoch {done} of {settings['epochs']}")
-    else:
-        model, settings = _build_new_model(args, given)
-        train_data, test_data = _load_splits(settings, numpy.random.default_rng(args.seed))
-        lock, created = _claim_new_run_dir(out, args.overwrite, rundir.command_line())
+    except BaseException:
+        lock.release()
+        raise
+    print(f"resuming {out} after epoch {done} of {settings['epochs']}")
+    return dict(
+        model=model, optimizer=optimizer, rng=rng, history=history, done=done, settings=settings,
+        train_data=train_data, test_data=test_data, lock=lock, created=False, new=False,
+    )  # fmt: skip
+
+
+def _start_new_run(args, given, out):
+    """Check everything that can refuse, then make or take ``out``, lock it and write config.json."""
+    from tinyvae import optim, rundir, train
+
+    _check_new_run_dir(out, args.overwrite)  # the quick refusals, before data and model are built
+    model, settings = _build_new_model(args, given)
+    train_data, test_data = _load_splits(settings, numpy.random.default_rng(args.seed))
+    lock, created = _claim_new_run_dir(out, args.overwrite, rundir.command_line())
+    try:
         train.write_run_config(out, settings)
-        rng = numpy.random.default_rng(args.seed)
-        optimizer, history, done = optim.Adam(model.parameters(), lr=args.lr), [], 0
+    except BaseException:
+        _abandon_new_run(out, lock, created)
+        raise
+    optimizer, rng = optim.Adam(model.parameters(), lr=args.lr), numpy.random.default_rng(args.seed)
+    return dict(
+        model=model, optimizer=optimizer, rng=rng, history=[], done=0, settings=settings,
+        train_data=train_data, test_data=test_data, lock=lock, created=created, new=True,
+    )  # fmt: skip
+
+
+def _train_and_plot(args, out, start):
+    """Train from ``start`` (see the two functions above) to the recorded epochs, then draw the figures.
+    Every way training can stop is a message and an exit status; a new run that saved nothing is undone."""
+    from tinyvae import plots, train
+
+    model, settings = start["model"], start["settings"]
+    train_data, test_data = start["train_data"], start["test_data"]
     print(f"run directory: {out}")
     print(f"{model.name} on {settings['data']}: {len(train_data.x)} train / {len(test_data.x)} test examples")
     last = os.path.join(out, "last.npz")
+
+    def undo_if_nothing_saved():
+        return start["new"] and _abandon_new_run(out, start["lock"], start["created"])
+
     try:
         history = train.fit(
             model,
@@ -531,16 +606,16 @@ def command_train(args):
             test_data,
             settings["epochs"],
             settings["batch_size"],
-            optimizer,
-            rng,
+            start["optimizer"],
+            start["rng"],
             run_dir=out,
             progress=not args.no_progress and sys.stderr.isatty(),
-            start_epoch=done,
-            history=history,
+            start_epoch=start["done"],
+            history=start["history"],
         )
     except KeyboardInterrupt as interrupt:
         what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
-        if not args.resume and _abandon_new_run(out, lock, created):
+        if undo_if_nothing_saved():
             print(f"\n{what} before the first epoch finished: nothing was saved, and {out} was cleared")
         else:
             print(f"\n{what}; the last finished epoch is saved in {last}")
@@ -548,7 +623,7 @@ def command_train(args):
         return 143 if isinstance(interrupt, Terminated) else 130
     except train.TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        if not args.resume and _abandon_new_run(out, lock, created):
+        if undo_if_nothing_saved():
             print(
                 "no checkpoint was saved before it diverged, so none is kept; try a smaller --lr",
                 file=sys.stderr,
@@ -560,14 +635,17 @@ def command_train(args):
         return 1
     except OSError as error:  # a full disk or a quota: the atomic writes left the previous files whole
         print(f"error: could not write to {out}: {error.strerror or error}", file=sys.stderr)
-        if os.path.exists(last):
+        if undo_if_nothing_saved():
+            print("no checkpoint was saved, so none is kept", file=sys.stderr)
+        else:
             print(f"the last complete checkpoint is {last} (epoch {_saved_epoch(last)})", file=sys.stderr)
         return 1
-    lock.release()
+    except BaseException:
+        undo_if_nothing_saved()
+        raise
     if not args.no_plots:
-        written = plots.plot_run(
-            model, train_data, test_data, out, numpy.random.default_rng(settings["seed"]), history
-        )
+        figure_rng = numpy.random.default_rng(settings["seed"])
+        written = plots.plot_run(model, train_data, test_data, out, figure_rng, history)
         print(f"figures: {', '.join(os.path.basename(p) for p in written)}")
     print(f"done: {out}")
     return 0
