@@ -560,7 +560,10 @@ CLI = {
     "evaluate limit 0": (["evaluate", "{runs}/vae", "--limit", "0"], "argument --limit: expected a positive"),
     "checkpoint name": (["sample", "{runs}/vae", "--checkpoint", "worst"], "invalid choice: 'worst'"),
     "sample n 0": (["sample", "{runs}/vae", "--n", "0"], "argument --n: expected a positive integer, got 0"),
-    "sample seed": (["sample", "{runs}/vae", "--seed", "1.5"], "argument --seed: expected an integer seed, got '1.5'"),
+    "sample seed": (
+        ["sample", "{runs}/vae", "--seed", "1.5"],
+        "argument --seed: expected an integer seed, got '1.5'",
+    ),
     "label missing": (["sample", "{runs}/cvae"], "--label is required for the conditional model 'cvae'"),
     "label range": (
         ["sample", "{runs}/cvae", "--label", "99"],
