@@ -22,6 +22,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._jit import cached_njit
 from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
@@ -97,7 +98,7 @@ def _numba_kernel():
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    kernel = numba.njit(_NUMBA_SIGNATURES, parallel=True, cache=True, boundscheck=False)(_fused_adam)
+    kernel = cached_njit(_fused_adam, _NUMBA_SIGNATURES, parallel=True, boundscheck=False)
     COMPILE_SECONDS["numba"] = time.perf_counter() - start
     return kernel
 

@@ -27,6 +27,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._jit import cached_njit
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
@@ -105,9 +106,9 @@ def _numba_kernel():
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    kernel = numba.njit(
-        _NUMBA_SIGNATURES, parallel=True, cache=True, boundscheck=False, fastmath={"contract"}
-    )(_fused_bernoulli)
+    kernel = cached_njit(
+        _fused_bernoulli, _NUMBA_SIGNATURES, parallel=True, boundscheck=False, fastmath={"contract"}
+    )
     COMPILE_SECONDS["numba"] = time.perf_counter() - start
     return kernel
 

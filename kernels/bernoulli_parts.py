@@ -31,6 +31,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._jit import cached_njit
 from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
@@ -113,9 +114,9 @@ def _numba_kernels():
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    options = {"cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"contract"}}
-    terms = numba.njit(_signatures(3), **options)(_terms_pass)
-    gradient = numba.njit(_signatures(4), **options)(_gradient_pass)
+    options = {"boundscheck": False, "error_model": "numpy", "fastmath": {"contract"}}
+    terms = cached_njit(_terms_pass, _signatures(3), **options)
+    gradient = cached_njit(_gradient_pass, _signatures(4), **options)
     COMPILE_SECONDS["numba"] = time.perf_counter() - start
     return terms, gradient
 

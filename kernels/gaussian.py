@@ -34,6 +34,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._jit import cached_njit
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
@@ -131,9 +132,9 @@ def _numba_kernels(parallel):
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    options = dict(parallel=parallel, cache=True, boundscheck=False, fastmath={"contract"})
-    forward = numba.njit(_FORWARD_SIGNATURES, **options)(_fused_forward)
-    backward = numba.njit(_BACKWARD_SIGNATURES, **options)(_fused_backward)
+    options = dict(parallel=parallel, boundscheck=False, fastmath={"contract"})
+    forward = cached_njit(_fused_forward, _FORWARD_SIGNATURES, **options)
+    backward = cached_njit(_fused_backward, _BACKWARD_SIGNATURES, **options)
     COMPILE_SECONDS["numba" if not parallel else "numba parallel"] = time.perf_counter() - start
     return forward, backward
 

@@ -22,6 +22,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._jit import cached_njit
 from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
@@ -65,10 +66,10 @@ def _numba_kernels():
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    options = {"cache": True, "boundscheck": False, "error_model": "numpy"}
+    options = {"boundscheck": False, "error_model": "numpy"}
     types = ("float32", "float64")
-    forward = numba.njit([f"void({t}[::1], {t}[::1])" for t in types], **options)(_forward_pass)
-    backward = numba.njit([f"void({t}[::1], {t}[::1], {t}[::1])" for t in types], **options)(_backward_pass)
+    forward = cached_njit(_forward_pass, [f"void({t}[::1], {t}[::1])" for t in types], **options)
+    backward = cached_njit(_backward_pass, [f"void({t}[::1], {t}[::1], {t}[::1])" for t in types], **options)
     COMPILE_SECONDS["numba"] = time.perf_counter() - start
     return forward, backward
 

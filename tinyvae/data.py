@@ -50,6 +50,7 @@ import hashlib
 import http.client
 import math
 import os
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -293,33 +294,65 @@ IDX_TYPES = {
     0x0E: "float64",
 }
 MAX_IDX_DIMS = 8
+IDX_IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST images
+# The most examples load_idx_split takes from one file. MNIST and Fashion-MNIST hold 60,000 (train) and
+# 10,000 (test); 1,000,000 leaves room for larger MNIST-style sets while bounding what a header can make us
+# allocate: 784 MB of uint8 images, 3.1 GB once load_dataset makes float32 rows. A header claiming more is
+# refused before any data is read: 5,000,000 zero images gzip to under 4 MB but decompress to 3.9 GB.
+MAX_IDX_EXAMPLES = 1_000_000
+IDX_CHUNK_BYTES = 1 << 20  # a gzipped file is decompressed this much at a time, never all at once
+GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx(path):
+def read_idx(path, item_shape=None, what="items"):
     """Parse an IDX file (raw, or gzipped: recognised by its content) into a uint8 array of its dims.
 
     Layout: bytes 0-1 are zero, byte 2 is the element type (only 0x08, unsigned byte, is read here), byte 3
     the number of dimensions d; then d big-endian uint32 sizes; then exactly prod(sizes) bytes of data,
     row-major. Anything else raises :class:`DataError` naming the file, what was expected and what was found.
+
+    Memory follows the data really in the file, never the header's claim: a raw file's declared size is
+    compared with its size on disk before the data is read, and a gzipped file is decompressed in chunks
+    that stop one byte past the declared size (that byte tells "too long" from "exact").
+
+    ``item_shape``: when given (``(28, 28)`` for images, ``()`` for labels), the header must declare dims
+    ``(N, *item_shape)`` with 1 <= N <= :data:`MAX_IDX_EXAMPLES`, checked before any data is read; ``what``
+    names the N items in the message ("images", "labels").
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        handle = open(path, "rb")
     except OSError as error:
         raise DataError(f"{path}: cannot read the IDX file ({error.strerror or error})") from error
-    if raw[:2] == b"\x1f\x8b":  # gzip's magic number
+    with handle:
+        gzipped = False
         try:
-            raw = gzip.decompress(raw)
+            gzipped = handle.peek(2)[:2] == GZIP_MAGIC
+            if gzipped:
+                with gzip.GzipFile(fileobj=handle) as stream:
+                    return _parse_idx(path, stream, None, item_shape, what)
+            status = os.fstat(handle.fileno())
+            size = status.st_size if stat.S_ISREG(status.st_mode) else None  # a pipe has no size
+            return _parse_idx(path, handle, size, item_shape, what)
         except (OSError, EOFError, zlib.error) as error:
-            raise DataError(f"{path}: looks gzipped but does not decompress ({error})") from error
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated IDX file: expected a 4-byte magic number, found {len(raw)} bytes")
-    if raw[0] != 0 or raw[1] != 0:
+            if gzipped:
+                raise DataError(f"{path}: looks gzipped but does not decompress ({error})") from error
+            raise DataError(f"{path}: cannot read the IDX file ({error.strerror or error})") from error
+
+
+def _parse_idx(path, stream, file_size, item_shape, what):
+    """The array in ``stream``, read from its first byte; ``file_size`` is None when unknown (gzipped)."""
+    magic = _read_up_to(stream, 4)
+    if len(magic) < 4:
         raise DataError(
-            f"{path}: bad magic number: an IDX file starts with bytes 0x00 0x00, found 0x{raw[0]:02x} "
-            f"0x{raw[1]:02x} (not an IDX file?)"
+            f"{path}: truncated IDX file: expected a 4-byte magic number, found {len(magic)} bytes"
         )
-    kind, ndim = raw[2], raw[3]
+    if magic[0] != 0 or magic[1] != 0:
+        raise DataError(
+            f"{path}: bad magic number: an IDX file starts with bytes 0x00 0x00, found 0x{magic[0]:02x} "
+            f"0x{magic[1]:02x} (not an IDX file?)"
+        )
+    kind, ndim = magic[2], magic[3]
     if kind != 0x08:
         found = IDX_TYPES.get(kind, "an unknown type")
         raise DataError(
@@ -329,12 +362,50 @@ def read_idx(path):
     if not 1 <= ndim <= MAX_IDX_DIMS:
         raise DataError(f"{path}: expected 1 to {MAX_IDX_DIMS} dimensions in the IDX header, found {ndim}")
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    sizes = _read_up_to(stream, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(
-            f"{path}: truncated IDX header: expected {header} bytes for {ndim} dimensions, found {len(raw)}"
+            f"{path}: truncated IDX header: expected {header} bytes for {ndim} dimensions, "
+            f"found {4 + len(sizes)}"
         )
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected, found = math.prod(dims), len(raw) - header
+    dims = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    if item_shape is not None:
+        _check_declared_dims(path, dims, tuple(item_shape), what)
+    expected = math.prod(dims)
+    if file_size is not None:  # a raw file's size says how much data there is, before we read any
+        _check_data_size(path, dims, expected, file_size - header)
+        data = numpy.empty(expected, dtype=numpy.uint8)
+        found = _read_into(stream, data)
+        _check_data_size(path, dims, expected, found)  # the file shrank while we read it
+    else:  # gzipped: only decompressing tells the size, so stop one byte past the claim
+        data = _read_at_most(stream, expected + 1)
+        found = len(data)
+        if found > expected:
+            raise DataError(
+                f"{path}: IDX file too long: dims {dims} need {expected} data bytes after the header, found "
+                f"more (decompression stopped at {found} bytes)"
+            )
+        _check_data_size(path, dims, expected, found)
+        data = numpy.frombuffer(data, dtype=numpy.uint8)
+    return data.reshape(dims)
+
+
+def _check_declared_dims(path, dims, item_shape, what):
+    """Refuse a header whose dims are not (N, *item_shape) with 1 <= N <= MAX_IDX_EXAMPLES."""
+    if dims[1:] != item_shape:
+        wanted = "(" + ", ".join(["N", *map(str, item_shape)]) + ("" if item_shape else ",") + ")"
+        raise DataError(f"{path}: expected {what} of dims {wanted}, found {dims}")
+    if dims[0] == 0:
+        raise DataError(f"{path}: the IDX header declares 0 {what} (dims {dims}); expected at least one")
+    if dims[0] > MAX_IDX_EXAMPLES:
+        raise DataError(
+            f"{path}: the IDX header declares {dims[0]:,} {what} (dims {dims}), more than the "
+            f"{MAX_IDX_EXAMPLES:,} tinyvae reads from one file (MNIST and Fashion-MNIST hold 60,000 train "
+            "and 10,000 test); nothing past the header was read. A corrupt or hostile file? Replace it."
+        )
+
+
+def _check_data_size(path, dims, expected, found):
     if found < expected:
         raise DataError(
             f"{path}: truncated IDX file: dims {dims} need {expected} data bytes after the header, "
@@ -345,26 +416,91 @@ def read_idx(path):
             f"{path}: IDX file too long: dims {dims} need {expected} data bytes after the header, found "
             f"{found} ({found - expected} extra)"
         )
-    return numpy.frombuffer(raw, dtype=numpy.uint8, offset=header).reshape(dims).copy()
+
+
+def _read_up_to(stream, size):
+    """Up to ``size`` bytes, fewer only at the end of the stream (a read may return less than asked)."""
+    return bytes(_read_at_most(stream, size))
+
+
+def _read_at_most(stream, limit):
+    """A bytearray of at most ``limit`` bytes, read in chunks: memory grows with what is really there."""
+    out = bytearray()
+    while len(out) < limit:
+        chunk = stream.read(min(IDX_CHUNK_BYTES, limit - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _read_into(stream, array):
+    """Fill the uint8 ``array`` from ``stream``; the number of bytes read (less only at end of file)."""
+    view, filled = memoryview(array), 0
+    while filled < len(view):
+        n = stream.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
 
 
 def search_dirs(name, data_dir=None):
     """Where the IDX files of ``name`` are looked for, in order.
 
     ``data_dir`` (and ``data_dir/<name>``) when given; otherwise ``$TINYVAE_DATA`` (and
-    ``$TINYVAE_DATA/<name>``) when set; otherwise the download cache ``~/.cache/tinyvae/<name>``.
+    ``$TINYVAE_DATA/<name>``) when set; otherwise the download cache ``~/.cache/tinyvae/<name>``. A
+    ``data_dir`` or ``$TINYVAE_DATA`` that is a file is refused here, by name: it can hold no IDX files.
     """
     if data_dir is not None:
-        return [Path(data_dir), Path(data_dir) / name]
-    env = os.environ.get("TINYVAE_DATA")
-    if env:
-        return [Path(env), Path(env) / name]
-    return [cache_dir(name)]
+        root, given = Path(data_dir), "data_dir (--data-dir)"
+    elif os.environ.get("TINYVAE_DATA"):
+        root, given = Path(os.environ["TINYVAE_DATA"]), "TINYVAE_DATA"
+    else:
+        return [cache_dir(name)]
+    if _describe(root) == "a file, not a folder":
+        raise DataError(
+            f"{name}: {given} is {root}, which is a file, not a folder; expected the folder that holds "
+            f"the IDX files ({IDX_FILES['train'][0]}[.gz] and the like)"
+        )
+    return [root, root / name]
 
 
 def cache_dir(name):
     """The download cache of ``name``: ``~/.cache/tinyvae/<name>``."""
-    return Path.home() / ".cache" / "tinyvae" / name
+    try:
+        home = Path.home()
+    except RuntimeError as error:  # no $HOME and no home in the password file (some containers)
+        raise DataError(
+            f"{name}: there is no home directory for the download cache ~/.cache/tinyvae/{name} (HOME is "
+            "not set); pass data_dir= / --data-dir or set TINYVAE_DATA to a folder"
+        ) from error
+    return home / ".cache" / "tinyvae" / name
+
+
+def _describe(path):
+    """What is at ``path``, for messages: "a folder", "a file, not a folder", "does not exist", or why it
+    cannot be looked at (a parent we may not enter); never raises OSError."""
+    try:
+        is_dir = path.is_dir()
+        return "a folder" if is_dir else "a file, not a folder" if path.exists() else "does not exist"
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+
+
+def _find_in(name, folder, stem):
+    """``folder/stem`` or ``folder/stem.gz``, whichever is a file, else None. A folder we may not look into
+    (PermissionError) is a DataError naming it, not a traceback."""
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as error:
+            raise DataError(
+                f"{name}: cannot look inside the data folder {folder} ({error.strerror or error}); make it "
+                "readable, or pass another folder with data_dir= / --data-dir / TINYVAE_DATA"
+            ) from error
+    return None
 
 
 def find_idx_files(name, split, data_dir=None):
@@ -372,35 +508,40 @@ def find_idx_files(name, split, data_dir=None):
     stems = IDX_FILES[split]
     places = search_dirs(name, data_dir)
     for folder in places:
-        found = []
-        for stem in stems:
-            candidates = [folder / stem, folder / f"{stem}.gz"]
-            found.append(next((p for p in candidates if p.is_file()), None))
+        found = [_find_in(name, folder, stem) for stem in stems]
         if None not in found:
             return tuple(found)
-    looked = "\n".join(f"  - {p}{'' if p.is_dir() else ' (does not exist)'}" for p in places)
+    try:
+        cache = cache_dir(name)
+    except DataError:  # no home directory: still say where we looked
+        cache = f"~/.cache/tinyvae/{name}"
+    lines = []
+    for folder in places:
+        what = _describe(folder)  # "does not exist", "a file, not a folder", "cannot be read: ..."
+        lines.append(f"  - {folder}" + ("" if what == "a folder" else f" ({what})"))
+    looked = "\n".join(lines)
     raise DataError(
         f"{name}: could not find the {split} files {stems[0]}[.gz] and {stems[1]}[.gz]. "
-        f"Looked in:\n{looked}\nGet them with `tinyvae download {name}` (saves to {cache_dir(name)}), or "
+        f"Looked in:\n{looked}\nGet them with `tinyvae download {name}` (saves to {cache}), or "
         "copy the four IDX files into one of those folders (or pass data_dir= / --data-dir, or set "
         "TINYVAE_DATA)."
     )
 
 
 def load_idx_split(name, split, data_dir=None):
-    """Images uint8 (N, 28, 28) and labels uint8 (N,) of ``split``, checked against each other."""
+    """Images uint8 (N, 28, 28) and labels uint8 (N,) of ``split``, checked against each other.
+
+    Each file's header is checked before its data is read (:func:`read_idx` with ``item_shape``): 28x28
+    images, 1 to :data:`MAX_IDX_EXAMPLES` of them."""
     images_path, labels_path = find_idx_files(name, split, data_dir)
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{images_path}: expected images of dims (N, 28, 28), found {images.shape}")
-    if labels.ndim != 1:
-        raise DataError(f"{labels_path}: expected labels of dims (N,), found {labels.shape}")
+    images = read_idx(images_path, IDX_IMAGE_SHAPE, "images")
+    labels = read_idx(labels_path, (), "labels")
     if len(images) != len(labels):
         raise DataError(
             f"{name}: dims mismatch: {images_path.name} holds {len(images)} images but {labels_path.name} "
             f"holds {len(labels)} labels"
         )
-    if len(labels) and labels.max() >= N_CLASSES[name]:
+    if labels.max() >= N_CLASSES[name]:
         raise DataError(f"{labels_path}: expected labels 0-{N_CLASSES[name] - 1}, found {labels.max()}")
     return images, labels
 
@@ -417,17 +558,63 @@ def download(name, dest=None):
     Each file is streamed to a temporary file in ``dest``, its SHA-256 compared with :data:`SHA256`, and only
     then renamed into place (atomic: an interrupted or corrupt download never leaves a file that looks
     complete). Files already present with the right digest are kept. Returns the destination folder.
+    A ``dest`` that cannot be a writable folder (a file, a path below a file, a read-only place) raises
+    :class:`DataError` naming it, before anything is fetched.
     """
     if name not in MIRRORS:
         raise DataError(f"cannot download {name!r}; downloadable datasets are: {', '.join(MIRRORS)}")
+    given = "the download cache" if dest is None else "dest (--data-dir)"  # for messages
     dest = cache_dir(name) if dest is None else Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for filename, digest in SHA256[name].items():
-        target = dest / filename
-        if target.is_file() and _sha256(target) == digest:
-            continue
-        _fetch(MIRRORS[name] + filename, target, digest)
+    # Every check of dest comes before the first byte is fetched: a bad --data-dir fails at once, offline
+    # or not, and never after minutes of downloading.
+    _make_folder(name, dest, given)
+    missing = {f: digest for f, digest in SHA256[name].items() if not _verified(dest / f, digest)}
+    if missing:  # a read-only folder that already holds the verified files is fine
+        _check_writable(name, dest)
+    for filename, digest in missing.items():
+        _fetch(MIRRORS[name] + filename, dest / filename, digest)
     return dest
+
+
+def _make_folder(name, dest, given):
+    """Create the folder ``dest`` (and its parents) or raise DataError saying why it cannot be one."""
+    expected = f"expected a folder (or a path where one can be created) to save the {name} IDX files into"
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        # dest itself, or one of its parents, is a file: name the one that is in the way.
+        blocker = next(p for p in (dest, *dest.parents) if _describe(p) != "does not exist")
+        if blocker == dest:
+            problem = "is a file, not a folder"
+        else:
+            problem = f"cannot be created: {blocker} is a file, not a folder"
+        raise DataError(f"download: {given} {dest} {problem}; {expected}") from error
+    except OSError as error:
+        raise DataError(
+            f"download: cannot create the folder {dest} ({error.strerror or error}); {expected}"
+        ) from error
+
+
+def _verified(target, digest):
+    """Whether ``target`` is already the file with SHA-256 ``digest``; unreadable is a DataError naming it."""
+    try:
+        return target.is_file() and _sha256(target) == digest
+    except OSError as error:
+        raise DataError(
+            f"download: cannot read {target} ({error.strerror or error}) to check it; expected a folder "
+            "tinyvae may read and write: fix its permissions or pass another with dest= / --data-dir"
+        ) from error
+
+
+def _check_writable(name, dest):
+    """Raise DataError unless a file can be created in ``dest`` (what _fetch will do first)."""
+    try:
+        tempfile.TemporaryFile(dir=dest).close()
+    except OSError as error:
+        raise DataError(
+            f"download: cannot write into {dest} ({error.strerror or error}); expected a writable folder "
+            f"for the {name} IDX files: pass another with dest= / --data-dir"
+        ) from error
 
 
 def _sha256(path):
