@@ -227,7 +227,7 @@ def build_parser():
         epilog="example: tinyvae download mnist",
     )
     download.add_argument("name", choices=("mnist", "fashion-mnist"))
-    download.add_argument("--data-dir", help="destination (default $TINYVAE_DATA or ~/.cache/tinyvae)")
+    download.add_argument("--data-dir", help="destination folder (default ~/.cache/tinyvae/NAME)")
     return parser
 
 
