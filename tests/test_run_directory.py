@@ -533,3 +533,27 @@ def test_an_unusable_backend_is_a_message(tmp_path, value):
         assert f"tinyvae: error: TINYVAE_BACKEND={value}: " in result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A checkpoint of the same model but other dimensions
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample", "reconstruct", "interpolate", "plot", "resume"])
+def test_a_checkpoint_of_other_dimensions_is_refused_by_every_command(
+    finished_run, tmp_path, capsys, command
+):
+    """best.npz and last.npz of a 5-dimensional VAE copied into a 2-dimensional run: every command that
+    loads them says which array does not fit and how the configs differ, instead of using the wrong model."""
+    other = tmp_path / "other"
+    assert train_run(other, "--latent-dim", "5") == 0
+    run = copy_run(finished_run, tmp_path / "run")
+    for name in ("best.npz", "last.npz"):
+        (run / name).write_bytes((other / name).read_bytes())
+    before = snapshot(run)
+    capsys.readouterr()
+    status = train_run(run, "--resume", epochs=2) if command == "resume" else tinyvae(command, run)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "does not fit the expected 'vae' model" in err and "z_dim 5 (expected 2)" in err
+    assert snapshot(run) == before

@@ -544,7 +544,10 @@ def _start_resumed_run(args, given, out):
     lock = rundir.RunLock(out, rundir.command_line()).acquire()
     try:
         model, optimizer, rng, history, done = train.resume(
-            out, lambda p: optim.Adam(p, lr=settings["lr"]), expected_model=settings["model"]
+            out,
+            lambda p: optim.Adam(p, lr=settings["lr"]),
+            expected_model=settings["model"],
+            expected_config=settings["model_config"],
         )
         changed = {}
         for name in RESUME_MAY_CHANGE:
@@ -666,7 +669,9 @@ def _load_run(args):
     settings = _read_settings(args.run)
     path = os.path.join(args.run, f"{args.checkpoint}.npz")
     try:
-        model, meta = checkpoint.load_model(path, expected_model=settings["model"])
+        model, meta = checkpoint.load_model(
+            path, expected_model=settings["model"], expected_config=settings["model_config"]
+        )
     except checkpoint.CheckpointError as error:
         raise CommandError(str(error)) from error
     rng = numpy.random.default_rng(args.seed)

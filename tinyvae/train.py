@@ -269,13 +269,14 @@ def write_run_config(run_dir, settings):
     atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(payload, indent=2).encode())
 
 
-def resume(run_dir, optimizer_factory, expected_model=None):
+def resume(run_dir, optimizer_factory, expected_model=None, expected_config=None):
     """Everything ``fit`` needs to continue the run in ``run_dir`` from its last checkpoint:
     ``(model, optimizer, rng, history, epoch)``. ``optimizer_factory(parameters)`` makes an optimiser of the
-    run's kind, whose state is then loaded. ``expected_model`` (a name) refuses a checkpoint of another model.
+    run's kind, whose state is then loaded. ``expected_model`` (a name) refuses a checkpoint of another model,
+    ``expected_config`` (a config or its dict) one of other dimensions or settings.
     A checkpoint that cannot continue a run (no optimiser state, no RNG state) is a CheckpointError."""
     path = os.path.join(run_dir, "last.npz")
-    model, meta = load_model(path, expected_model=expected_model)
+    model, meta = load_model(path, expected_model=expected_model, expected_config=expected_config)
     _, _, optimizer_state = read_checkpoint(path)
     missing = [key for key in ("epoch", "rng", "history") if key not in meta]
     if missing or not optimizer_state:
