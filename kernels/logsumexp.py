@@ -9,7 +9,12 @@ magnitude 1e4 are fine (as in ``tinyvae.ops.reduce.LogSumExp``). Edge rows:
 
 * an all −inf row (or a row with no columns) has sum 0: out = −inf and a softmax row of zeros;
 * a −inf entry in an otherwise finite row has exp(−inf) = 0: softmax 0 there, the rest sums to 1;
-* a +inf or NaN entry gives a NaN softmax row (as NumPy would); the bound never produces one.
+* a row with c entries equal to +inf (and no NaN) has out = +inf and softmax 1/c at those entries, 0
+  elsewhere: the limit of the softmax as they grow, where exp(x − out) would be ∞ − ∞ = NaN;
+* a row with a NaN has out = NaN and a NaN softmax row.
+
+These are the engine's definitions (``tinyvae.ops.reduce.LogSumExp`` and its backward), so the two agree
+on every input; the engine alone refuses an axis of size 0.
 
 The IWAE's log-weights come as (K, B) (``VAE.log_weights``), and the bound reduces over K: these kernels
 take the transpose, rows = B examples, columns = K samples, so that each row is one contiguous run of
@@ -33,6 +38,7 @@ import functools
 import time
 
 import numpy as np
+from tinyvae.kernels._jit import cached_njit
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
@@ -63,13 +69,16 @@ def logsumexp_rows_numpy(x):
     rows, cols = x.shape
     if cols == 0:  # an empty sum is 0: log 0 = −inf, and there is no softmax to return
         return xp.full(rows, -xp.inf, dtype=x.dtype), xp.empty((rows, 0), dtype=x.dtype)
-    shift = x.max(axis=1, keepdims=True)  # (R, 1)
-    shift = xp.where(xp.isfinite(shift), shift, 0).astype(x.dtype)
-    exps = xp.exp(x - shift)  # (R, C), each in [0, 1] for a finite row
-    total = exps.sum(axis=1, keepdims=True)  # (R, 1), ≥ 1 unless the row is all −inf
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = xp.log(total) + shift  # log 0 = −inf for an all −inf row
-        softmax = xp.where(total > 0, exps / total, 0).astype(x.dtype)
+    top = x.max(axis=1, keepdims=True)  # (R, 1): NaN if the row holds one, +inf if it holds +inf
+    shift = xp.where(xp.isfinite(top), top, 0).astype(x.dtype)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exps = xp.exp(x - shift)  # (R, C), each in [0, 1] for a finite row
+        total = exps.sum(axis=1, keepdims=True)  # (R, 1), ≥ 1 unless all −inf (0), +inf or NaN
+        out = xp.log(total) + shift  # log 0 = −inf for an all −inf row, +inf and NaN pass through
+        softmax = xp.where(total == 0, 0, exps / total)  # NaN row: NaN; +inf row: replaced next
+    at_inf = (x == xp.inf) & (top == xp.inf)  # the entries that carry a +inf row's weight
+    share = at_inf / xp.maximum(at_inf.sum(axis=1, keepdims=True), 1)
+    softmax = xp.where(top == xp.inf, share, softmax).astype(x.dtype)
     return out[:, 0], softmax
 
 
@@ -83,22 +92,41 @@ _NUMBA_SIGNATURES = [f"void({t}[:, ::1], {t}[::1], {t}[:, ::1])" for t in ("floa
 def _lse_rows(x, out, softmax):
     rows, cols = x.shape
     dtype = x.dtype.type
-    zero = dtype(0)
+    zero, one, inf, nan = dtype(0), dtype(1), dtype(np.inf), dtype(np.nan)
     for r in numba.prange(rows):
         shift = dtype(-np.inf)
-        for c in range(cols):  # pass 1: the row maximum
+        for c in range(cols):  # pass 1: the row maximum (max(m, NaN) is m here: a NaN shows in pass 2)
             shift = max(shift, x[r, c])
-        if not np.isfinite(shift):  # all −inf (or +inf / NaN present): no shift, as the reference
-            shift = zero
-        total = 0.0  # float64 accumulator: K float32 terms summed without drift
-        for c in range(cols):  # pass 2: exp(x − m), stored, and its sum
-            e = np.exp(x[r, c] - shift)
-            softmax[r, c] = e
-            total += e
-        out[r] = np.log(total) + shift if total > 0.0 else dtype(-np.inf)
-        scale = dtype(1.0 / total) if total > 0.0 else zero
-        for c in range(cols):  # pass 3: normalise (0 · anything finite = 0 for an all −inf row)
-            softmax[r, c] *= scale
+        if shift == inf:  # +inf entries take all the weight, 1/c each; a NaN anywhere makes the row NaN
+            count = 0
+            has_nan = False
+            for c in range(cols):
+                v = x[r, c]
+                count += 1 if v == inf else 0
+                has_nan = has_nan or v != v
+            out[r] = nan if has_nan else inf
+            share = nan if has_nan else one / dtype(count)
+            for c in range(cols):
+                softmax[r, c] = share if has_nan or x[r, c] == inf else zero
+        else:
+            if not np.isfinite(shift):  # all −inf (or all NaN): no shift, as the reference
+                shift = zero
+            total = 0.0  # float64 accumulator: K float32 terms summed without drift
+            for c in range(cols):  # pass 2: exp(x − m), stored, and its sum (NaN if the row holds one)
+                e = np.exp(x[r, c] - shift)
+                softmax[r, c] = e
+                total += e
+            if total > 0.0:
+                out[r] = np.log(total) + shift
+                scale = dtype(1.0 / total)
+            elif total == 0.0:  # all −inf: out = −inf, softmax 0 · 0 = 0
+                out[r] = -inf
+                scale = zero
+            else:  # NaN
+                out[r] = nan
+                scale = nan
+            for c in range(cols):  # pass 3: normalise
+                softmax[r, c] *= scale
 
 
 @functools.cache
@@ -109,9 +137,9 @@ def _numba_kernel(parallel):
     global numba
     numba = _backend.load_numba()
     start = time.perf_counter()
-    kernel = numba.njit(
-        _NUMBA_SIGNATURES, parallel=parallel, cache=True, boundscheck=False, fastmath={"contract"}
-    )(_lse_rows)
+    kernel = cached_njit(
+        _lse_rows, _NUMBA_SIGNATURES, parallel=parallel, boundscheck=False, fastmath={"contract"}
+    )
     COMPILE_SECONDS["numba" if not parallel else "numba parallel"] = time.perf_counter() - start
     return kernel
 
@@ -132,10 +160,15 @@ def logsumexp_rows_numba(x, *, threads=1):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. CuPy: one warp per row (unverified on hardware where no GPU was lent).
+# 3. CuPy: one warp per row (compiled and checked against the reference on an H200, CuPy 14.2).
 # ---------------------------------------------------------------------------------------------------------
 
 _CUDA_SOURCE = r"""
+// NVRTC compiles without math.h, so there are no INFINITY / NAN macros: their float bit patterns instead
+// (converted to double exactly where T is double).
+#define TV_INF __int_as_float(0x7f800000)
+#define TV_NAN __int_as_float(0x7fc00000)
+
 template <typename T>
 __device__ T warp_max(T v) {
     for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffff, v, offset));
@@ -157,9 +190,22 @@ __global__ void lse_rows(const T* x, T* out, T* softmax, int rows, int cols) {
     for (int r = first; r < rows; r += gridDim.x * warps_per_block) {
         const T* row = x + (long long)r * cols;
         T* soft = softmax + (long long)r * cols;
-        T shift = -INFINITY;
-        for (int c = lane; c < cols; c += 32) shift = max(shift, row[c]);
-        shift = warp_max(shift);
+        T shift = -TV_INF;
+        for (int c = lane; c < cols; c += 32) shift = max(shift, row[c]);  // fmax: a NaN shows in the sum
+        shift = warp_max(shift);  // the same on every lane, so the branches below are uniform
+        if (shift == TV_INF) {  // +inf entries take all the weight, 1/c each; any NaN makes the row NaN
+            int count = 0, has_nan = 0;
+            for (int c = lane; c < cols; c += 32) {
+                count += row[c] == TV_INF;
+                has_nan |= row[c] != row[c];
+            }
+            count = warp_sum(count);
+            has_nan = warp_sum(has_nan);
+            const T share = has_nan ? (T)TV_NAN : (T)1 / (T)count;
+            for (int c = lane; c < cols; c += 32) soft[c] = has_nan || row[c] == TV_INF ? share : (T)0;
+            if (lane == 0) out[r] = has_nan ? (T)TV_NAN : (T)TV_INF;
+            continue;
+        }
         if (!isfinite(shift)) shift = 0;
         double total = 0;
         for (int c = lane; c < cols; c += 32) {
@@ -167,10 +213,10 @@ __global__ void lse_rows(const T* x, T* out, T* softmax, int rows, int cols) {
             soft[c] = e;
             total += e;
         }
-        total = warp_sum(total);
-        const T scale = total > 0 ? (T)(1.0 / total) : (T)0;
+        total = warp_sum(total);  // NaN if the row holds a NaN, 0 if it is all -inf
+        const T scale = total > 0 ? (T)(1.0 / total) : total == 0 ? (T)0 : (T)TV_NAN;
         for (int c = lane; c < cols; c += 32) soft[c] *= scale;
-        if (lane == 0) out[r] = total > 0 ? (T)log(total) + shift : (T)-INFINITY;
+        if (lane == 0) out[r] = total > 0 ? (T)log(total) + shift : total == 0 ? (T)-TV_INF : (T)TV_NAN;
     }
 }
 """

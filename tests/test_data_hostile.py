@@ -64,8 +64,9 @@ def write_sparse(path, dims, head=b"", total_bytes=None):
 
 
 def parse_in_child(call):
-    """Run ``call`` (Python source using ``data``) in a capped child; return (error type, message, peak RSS
-    in kB). The cap is set before NumPy is imported, so every allocation of the parse is under it."""
+    """Run ``call`` (Python source using ``data``) in a capped child; return (error type, message, peak
+    resident memory in kB). The cap is set before NumPy is imported, so every allocation of the parse is
+    under it."""
     code = textwrap.dedent(f"""
         import json, resource
         resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_LIMIT}, {ADDRESS_SPACE_LIMIT}))
@@ -75,7 +76,11 @@ def parse_in_child(call):
             outcome = [None, "no error"]
         except BaseException as error:
             outcome = [type(error).__name__, str(error)]
-        print(json.dumps(outcome + [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+        # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, hundreds of
+        # MB after a full run) through fork and exec, while VmHWM belongs to this process's own memory.
+        with open("/proc/self/status") as status:
+            peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        print(json.dumps(outcome + [peak_kb]))
     """)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)

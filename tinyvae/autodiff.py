@@ -69,9 +69,10 @@ def sum_to_shape(grad, shape):
     return grad.reshape(shape)
 
 
-def broadcast_shape(op, *shapes):
+def broadcast_shape(op, *shapes, names=None):
     """The shape NumPy broadcasting gives ``shapes``, or a ValueError naming ``op``, every shape and the
     first dimension where they clash (NumPy's own message names neither the op nor the tensors).
+    ``names`` (one per shape) labels the shapes in the message: ``shapes mu (2, 3) and eps (2, 4)``.
 
     Broadcasting aligns shapes on the right; two sizes along an axis agree when they are equal or one is 1.
     """
@@ -79,7 +80,8 @@ def broadcast_shape(op, *shapes):
     for axis in range(1, max(len(s) for s in shapes) + 1):
         sizes = {s[-axis] for s in shapes if len(s) >= axis} - {1}
         if len(sizes) > 1:
-            shown = " and ".join(str(tuple(s)) for s in shapes)
+            labels = [f"{name} " for name in names] if names else [""] * len(shapes)
+            shown = " and ".join(f"{label}{tuple(s)}" for label, s in zip(labels, shapes, strict=True))
             clash = " vs ".join(str(s[-axis]) if len(s) >= axis else "-" for s in shapes)
             raise ValueError(
                 f"{op}: shapes {shown} do not broadcast: axis {-axis} has sizes {clash}"

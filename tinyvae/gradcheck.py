@@ -45,12 +45,30 @@ def _projected(outputs, projections):
 def gradcheck(fn, inputs, *, rtol=1e-5, atol=1e-8, step=1e-6, seed=0, name=None):
     """Check ``fn``'s gradients with respect to every input that has ``requires_grad=True``.
 
-    ``fn(*inputs)`` returns a Tensor or a tuple of them (non-Tensor outputs are ignored). Inputs must be
-    float64 tensors; other arguments (indices, settings) may sit among them and are passed unchanged.
+    ``fn(*inputs)`` returns a Tensor or a tuple of them (non-Tensor outputs are ignored). ``inputs`` is a
+    list or tuple (``[x]`` for one input); its tensors must be float64 and finite (a ValueError names a
+    NaN or inf input); other arguments (indices, settings) may sit among them and are passed unchanged.
     Returns True, or raises :class:`GradcheckError` naming the op, the input, the worst element, both
     values and the tolerance.
     """
     label = name or getattr(fn, "__name__", "fn")
+    if not callable(fn):
+        raise TypeError(f"gradcheck: fn must be a function of the inputs, got a {type(fn).__name__}")
+    if not isinstance(inputs, list | tuple):
+        shown = "a Tensor" if isinstance(inputs, Tensor) else f"a {type(inputs).__name__}"
+        raise TypeError(
+            f"gradcheck({label}): inputs must be a list or tuple of the arguments of fn, got {shown}; "
+            "for one input write gradcheck(fn, [x])"
+        )
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and not numpy.isfinite(x.numpy()).all():
+            first = numpy.unravel_index(int(numpy.argmin(numpy.isfinite(x.numpy()))), x.shape)
+            value = float(x.numpy()[first])
+            raise ValueError(
+                f"gradcheck({label}): input {i} holds {value!r} at element {tuple(int(k) for k in first)}; "
+                "finite differences need finite inputs (NaN or inf there would make every comparison fail "
+                "or pass by accident)"
+            )
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError(f"gradcheck({label}): no input has requires_grad=True, so nothing is checked")

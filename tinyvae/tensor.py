@@ -8,14 +8,20 @@ dtype rule
 ----------
 * Floating point only: float32 (the default, for training) or float64 (for checks).
 * Python numbers and lists become float32; NumPy float32/float64 arrays keep their dtype (float16 is
-  widened to float32); integer, boolean, complex and object arrays are refused unless ``dtype=`` says
-  what to convert them to.
+  widened to float32); integer, boolean and complex arrays are refused unless ``dtype=`` says what to
+  convert them to.
+* A nested list, or an object array converted with ``dtype=``, must be rectangular and hold real numbers
+  (ValueError naming where it is ragged, TypeError naming the first string, None or other object, which
+  NumPy would otherwise turn into NaN or its own error); text arrays and objects NumPy does not know are
+  refused whatever ``dtype=`` says.
 * An op on a float32 and a float64 tensor computes in float64 (NumPy's promotion); a Python number takes
   the tensor's dtype (``x * 2.0`` stays float32). A gradient always has the dtype of its input, so the
   float32 side of a mixed op receives a float32 gradient.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy
 
@@ -35,9 +41,28 @@ def _to_float_array(data, dtype, argument="data"):
             return data  # the common case, kept fast: a float array used as is
     xp = default_array_module()
     if isinstance(data, bool | int | float | list | tuple) and not isinstance(data, numpy.generic):
+        if isinstance(data, list | tuple):
+            _check_nested_numbers(data, argument)
         array = xp.asarray(data, dtype=dtype or DEFAULT_DTYPE)
     else:
-        array = to_device(data if hasattr(data, "dtype") else numpy.asarray(data))
+        if not hasattr(data, "dtype"):
+            data = numpy.asarray(data)  # an object NumPy does not know becomes a 0-d object array
+            if data.dtype.kind in _NOT_NUMBERS:
+                raise TypeError(
+                    f"Tensor: {argument} is {_describe(data.item() if data.ndim == 0 else data)}; expected "
+                    "a number, a nested list of numbers or a float array"
+                )
+        if data.dtype.kind == "O" and dtype is not None:  # Python objects, converted if all are numbers
+            _check_object_array(data, argument)
+        elif data.dtype.kind in _NOT_NUMBERS:  # text, or objects without a dtype= to convert them to
+            hint = (
+                "pass dtype=numpy.float32 if they are numbers" if data.dtype.kind == "O" else "parse it first"
+            )
+            raise TypeError(
+                f"Tensor: {argument} has dtype {data.dtype} ({_NOT_NUMBERS[data.dtype.kind]}), but tensors "
+                f"hold float32 or float64 numbers; {hint}"
+            )
+        array = to_device(data)
         if dtype is not None:
             array = array.astype(dtype, copy=False)
     if array.dtype == numpy.float16:
@@ -48,6 +73,89 @@ def _to_float_array(data, dtype, argument="data"):
             f"pass dtype=numpy.float32 to convert it (or convert it yourself with .astype)"
         )
     return array
+
+
+# Array kinds that hold no numbers: NumPy would turn a string into a float only if it spells one, and
+# would turn None into NaN without a word (numpy.asarray([None], dtype=float) is [nan]).
+_NOT_NUMBERS = {"O": "Python objects", "U": "text", "S": "bytes", "V": "raw records"}
+_REAL_KINDS = ("b", "i", "u", "f")  # bool, signed and unsigned integers, floats
+
+
+def _check_nested_numbers(data, argument):
+    """Refuse a nested list that is not a rectangular block of real numbers, saying where it breaks.
+
+    Only lists and tuples pay for this (one extra ``numpy.asarray``); arrays never do. NumPy's own
+    messages ("setting an array element with a sequence", "could not convert string to float") name
+    neither the argument nor the place."""
+    try:
+        kind = numpy.asarray(data).dtype.kind
+    except ValueError:  # NumPy refuses ragged nesting
+        place = _ragged_place(data, argument) or "the nesting is uneven"
+        raise ValueError(
+            f"Tensor: {argument} is a ragged nested list: {place}; a tensor is a rectangular array, so "
+            "every list at one level must have the same length"
+        ) from None
+    if kind in _REAL_KINDS:
+        return
+    bad = _first_non_number(data, argument)
+    if bad is not None:  # (ints beyond int64 make an object array too, but they are numbers: no error)
+        raise TypeError(f"Tensor: {argument} holds {bad}; a tensor holds real numbers")
+
+
+def _check_object_array(data, argument):
+    """Refuse an object array holding anything but real numbers (None would become NaN), naming the place."""
+    for index in numpy.ndindex(data.shape):
+        bad = _first_non_number(data[index], f"{argument}[{', '.join(map(str, index))}]")
+        if bad is not None:
+            raise TypeError(f"Tensor: {argument} holds {bad}; a tensor holds real numbers")
+
+
+def _nested_shape(data, path):
+    """The shape of a rectangular nested list, or ``_Ragged`` naming the first place where it is not."""
+    if not isinstance(data, list | tuple):
+        return tuple(getattr(data, "shape", ()))
+    shapes = [_nested_shape(item, f"{path}[{i}]") for i, item in enumerate(data)]
+    for i, shape in enumerate(shapes[1:], start=1):
+        if shape != shapes[0]:
+            raise _Ragged(f"{path}[{i}] has shape {shape} but {path}[0] has shape {shapes[0]}")
+    return (len(data), *(shapes[0] if shapes else ()))
+
+
+class _Ragged(Exception):
+    pass
+
+
+def _ragged_place(data, path):
+    try:
+        _nested_shape(data, path)
+    except _Ragged as error:
+        return str(error)
+    return None
+
+
+def _first_non_number(data, path):
+    """``"<value> (a <type>) at <path>"`` for the first leaf that is not a real number, else None."""
+    if isinstance(data, list | tuple):
+        for i, item in enumerate(data):
+            found = _first_non_number(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(data, Tensor):
+        return f"a Tensor at {path} (combine tensors with F.stack or F.concatenate)"
+    if isinstance(data, numbers.Real) or getattr(getattr(data, "dtype", None), "kind", None) in _REAL_KINDS:
+        return None
+    return f"{_describe(data)} at {path}"
+
+
+def _describe(value):
+    """A short description of a value for an error message: ``'a' (a str)``, ``None``."""
+    if value is None:
+        return "None"
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    name = type(value).__name__
+    return f"{shown} ({'an' if name[0] in 'aeiou' else 'a'} {name})"
 
 
 class Tensor:

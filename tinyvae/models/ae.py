@@ -54,6 +54,7 @@ class AE(Model):
 
     def loss(self, x, rng=None, y=None):
         """−log p(x | g(f(x))) averaged over the batch; ``rng`` is unused (nothing is sampled)."""
+        self.check_loss_call(x, rng, rng_required=False)
         x = self.check_x(x)
         recon = self.likelihood.log_prob(self.decoder(self.encoder(x)), x)  # (B,)
         return LossResult(-recon.mean(), None, recon=recon)

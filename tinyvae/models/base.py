@@ -15,6 +15,9 @@ samples, interpolations) are NumPy arrays of decoder means: Bernoulli probabilit
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
 
 import numpy
 
@@ -24,6 +27,85 @@ from tinyvae.autodiff import no_grad
 from tinyvae.tensor import Tensor
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config checks, shared by every model's config. Each names the config, the field, the value received and
+# what was expected; every mistake is a ValueError (a checkpoint loader catches exactly that).
+
+
+def _a(value):
+    """``an int``, ``a str``: the type of a value, for a message."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _is_integer(value):
+    return isinstance(value, int | numpy.integer) and not isinstance(value, bool | numpy.bool_)
+
+
+def check_integer(config, field, low, label=None):
+    """``config.<field>`` an integer (not a bool, not a float such as 8.0) and ``>= low``."""
+    value = getattr(config, field)
+    if not _is_integer(value) or value < low:
+        expected = "a positive integer" if low == 1 and label is None else f"an integer >= {low}"
+        raise ValueError(f"{type(config).__name__}: {label or field} must be {expected}, got {value!r}")
+
+
+def check_number(config, field, low=None, allow_none=False):
+    """``config.<field>`` a real number (not a bool or a string), ``>= low`` when given, and finite;
+    None too if ``allow_none``. NaN fails the range test, so it reads "must be >= 0, got nan"."""
+    value = getattr(config, field)
+    name = type(config).__name__
+    if value is None and allow_none:
+        return
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | numpy.bool_):
+        expected = "a number" + (" or None" if allow_none else "")
+        raise ValueError(f"{name}: {field} must be {expected}, got {value!r} ({_a(value)})")
+    if low is not None and not value >= low:
+        raise ValueError(f"{name}: {field} must be >= {low:g}, got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range (JSON can hold one)
+        finite = False
+    if not finite:
+        raise ValueError(f"{name}: {field} must be finite, got {value!r}")
+
+
+def check_flag(config, field):
+    """``config.<field>`` True or False (a string such as "False" would be truthy)."""
+    value = getattr(config, field)
+    if not isinstance(value, bool | numpy.bool_):
+        raise ValueError(
+            f"{type(config).__name__}: {field} must be True or False, got {value!r} ({_a(value)})"
+        )
+
+
+def check_choice(config, field, choices):
+    """``config.<field>`` one of the names in ``choices``."""
+    value = getattr(config, field)
+    if not isinstance(value, str) or value not in choices:
+        shown = tuple(choices) if isinstance(choices, tuple) else sorted(choices)
+        raise ValueError(f"{type(config).__name__}: {field} must be one of {shown}, got {value!r}")
+
+
+def check_sizes(config, field, example="(400,) or (512, 256)"):
+    """``config.<field>`` a tuple of positive integer layer sizes (a list is accepted and made a tuple by
+    ``__post_init__``). An int is refused rather than read as one layer: ``hidden=8`` is as likely a typo
+    for ``z_dim=8`` as a wish for ``(8,)``, so the message shows how to write the latter."""
+    value = getattr(config, field)
+    name = type(config).__name__
+    if not isinstance(value, tuple):
+        hint = f"; write {field}=({value},) for one layer of {value} units" if _is_integer(value) else ""
+        raise ValueError(
+            f"{name}: {field} must be a tuple of layer sizes such as {example}, got {value!r} "
+            f"({_a(value)}){hint}"
+        )
+    for size in value:
+        if not _is_integer(size):
+            raise ValueError(f"{name}: {field} sizes must be integers, got {value!r}: {size!r} is {_a(size)}")
+    if any(size < 1 for size in value):
+        raise ValueError(f"{name}: {field} sizes must be positive, got {value}")
 
 
 @dataclasses.dataclass
@@ -41,25 +123,21 @@ class ModelConfig:
     dtype: str = "float32"  # "float32" to train, "float64" for gradient checks
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
+        if isinstance(self.hidden, list):  # as saved in a checkpoint's JSON
+            self.hidden = tuple(self.hidden)
         self.validate()
+        self.hidden = tuple(int(h) for h in self.hidden)  # NumPy integers become plain ints (JSON-able)
 
     def validate(self):
-        name = type(self).__name__
+        """Refuse every field that a model could not be built from (ValueError naming field and value)."""
         for field in ("x_dim", "z_dim"):
-            value = getattr(self, field)
-            if not isinstance(value, int | numpy.integer) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: {field} must be a positive integer, got {value!r}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"{name}: hidden sizes must be positive, got {self.hidden}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"{name}: likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.activation not in nn.ACTIVATIONS:
-            raise ValueError(
-                f"{name}: activation must be one of {sorted(nn.ACTIVATIONS)}, got {self.activation!r}"
-            )
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"{name}: dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            check_integer(self, field, 1)
+        check_sizes(self, "hidden")
+        check_choice(self, "likelihood", LIKELIHOODS)
+        check_number(self, "gaussian_logvar", allow_none=True)
+        check_choice(self, "activation", nn.ACTIVATIONS)
+        check_integer(self, "seed", 0)
+        check_choice(self, "dtype", ("float32", "float64"))
 
     def to_dict(self):
         """Plain JSON-able values (tuples become lists)."""
@@ -67,10 +145,22 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values):
+        """The config from a dict of its fields (as ``to_dict`` writes it); unknown or missing fields and
+        bad values are refused with a ValueError naming them."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{cls.__name__}.from_dict: values must be a dict of fields, got {_a(values)}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known fields are {sorted(known)}")
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [name for name in required if name not in values]
+        if missing:
+            raise ValueError(f"{cls.__name__}.from_dict: missing required fields {missing}")
         return cls(**values)
 
 
@@ -166,9 +256,46 @@ class Model(nn.Module):
         self.dtype = numpy.dtype(config.dtype)
 
     # ----- input checks shared by every model -----
+    def check_loss_call(self, x, rng, rng_required=True):
+        """The checks every ``loss`` makes on entry, before :meth:`check_x` reads x: x given and not an empty
+        batch (the loss is a batch mean: 0/0), and ``rng`` a ``numpy.random.Generator`` when the loss
+        samples (``rng_required``), else a Generator, an int seed or None. A few attribute reads: no pass
+        over the data."""
+        if x is None:
+            raise TypeError(
+                f"{self.name}.loss: x is None; expected an array of shape (batch, {self.config.x_dim})"
+            )
+        shape = getattr(x, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[0] == 0:
+            raise ValueError(
+                f"{self.name}.loss: x has 0 examples (shape {tuple(shape)}); the loss averages over the "
+                "batch, so it needs at least one example"
+            )
+        if isinstance(rng, numpy.random.Generator):
+            return
+        if rng_required:
+            got = "None" if rng is None else f"{rng!r} ({_a(rng)})"
+            raise TypeError(
+                f"{self.name}.loss: rng must be a numpy.random.Generator, since the loss draws its noise "
+                f"from it; got {got}. Pass numpy.random.default_rng(seed)"
+            )
+        if rng is not None and not _is_integer(rng):
+            raise TypeError(
+                f"{self.name}.loss: rng must be a numpy.random.Generator, an int seed or None, got {_a(rng)}"
+            )
+
     def check_x(self, x):
         """``x`` as a Tensor of shape (B, x_dim) in the model's dtype, or a clear error."""
-        data = x.data if isinstance(x, Tensor) else numpy.asarray(x)
+        if x is None:
+            raise TypeError(
+                f"{self.name}: x is None; expected an array of shape (batch, {self.config.x_dim})"
+            )
+        try:
+            data = x.data if isinstance(x, Tensor) else numpy.asarray(x)
+        except ValueError as error:  # a ragged nested list
+            raise ValueError(
+                f"{self.name}: x is not an array of shape (batch, {self.config.x_dim}) ({error})"
+            ) from None
         if data.ndim != 2 or data.shape[1] != self.config.x_dim:
             raise ValueError(
                 f"{self.name}: x has shape {data.shape} but the model expects (batch, {self.config.x_dim})"

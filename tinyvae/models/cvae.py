@@ -108,6 +108,7 @@ class CVAE(VAE):
     def loss(self, x, rng, y=None):
         """−(E_q[log p(x|z, y)] − β·KL(q(z|x, y) ‖ N(0, I))), one sample; ``.elbo`` is the unweighted bound
         on log p(x|y) per example. ``y`` is required: integer labels of shape (B,)."""
+        self.check_loss_call(x, rng)
         x = self.check_x(x)
         labels = self.check_y(y, x.shape[0])
         mu, logvar = self._posterior(x, labels)  # (B, Z) each

@@ -21,7 +21,7 @@ import numpy
 
 import tinyvae.functional as F
 from tinyvae.flows import FLOWS, FlowSequence
-from tinyvae.models.base import LossResult, standard_normal_log_prob
+from tinyvae.models.base import LossResult, check_choice, standard_normal_log_prob
 from tinyvae.models.vae import VAE, VAEConfig
 
 
@@ -41,8 +41,7 @@ class FlowVAEConfig(VAEConfig):
         steps = self.flow_steps
         if not isinstance(steps, int | numpy.integer) or isinstance(steps, bool) or steps < 0:
             raise ValueError(f"{name}: flow_steps must be an integer >= 0, got {steps!r}")
-        if self.flow not in FLOWS:
-            raise ValueError(f"{name}: flow must be one of {sorted(FLOWS)}, got {self.flow!r}")
+        check_choice(self, "flow", FLOWS)
         if self.free_bits != 0:
             raise ValueError(
                 f"{name}: free_bits must be 0 for the flow posterior, got {self.free_bits!r}: its sampled "
@@ -88,6 +87,7 @@ class FlowVAE(VAE):
 
     def loss(self, x, rng, y=None):
         """−(E[log p(x|z_K)] − β·(log q_K(z_K|x) − log p(z_K))), one sample (eq. 15)."""
+        self.check_loss_call(x, rng)
         x = self.check_x(x)
         eps = rng.standard_normal((x.shape[0], self.config.z_dim)).astype(self.dtype)  # (B, Z)
         z_k, log_qk, log_det = self._posterior_sample(x, eps)

@@ -41,7 +41,14 @@ import dataclasses
 import numpy
 
 import tinyvae.functional as F
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig, standard_normal_log_prob
+from tinyvae.models.base import (
+    DecoderLikelihood,
+    LossResult,
+    Model,
+    ModelConfig,
+    check_flag,
+    standard_normal_log_prob,
+)
 from tinyvae.models.vae import GaussianEncoder, make_decoder
 from tinyvae.tensor import Tensor
 
@@ -78,6 +85,7 @@ class HVAEConfig(ModelConfig):
                 f"bottom first), got {dims!r}"
             )
         super().validate()
+        check_flag(self, "analytic_kl")
         if self.z_dim != dims[0]:
             raise ValueError(
                 f"{name}: z_dim is the size of z_1, the layer the decoder reads, so it must equal "
@@ -151,6 +159,7 @@ class HVAE(Model):
     def loss(self, x, rng, y=None):
         """−mean ELBO (Luo eq. 8), one sample of the chain; terms ``recon`` and ``kl_1`` … ``kl_T`` with
         ELBO = recon − Σ_t kl_t per example (see the module docstring for the estimator)."""
+        self.check_loss_call(x, rng)
         x = self.check_x(x)
         layers = self._infer(x, rng)
         recon, pairs = self._log_joint_terms(x, layers)

@@ -19,7 +19,7 @@ import math
 import numpy
 
 import tinyvae.functional as F
-from tinyvae.models.base import LossResult
+from tinyvae.models.base import LossResult, check_integer
 from tinyvae.models.vae import VAE, VAEConfig
 
 
@@ -34,10 +34,7 @@ class IWAEConfig(VAEConfig):
     def validate(self):
         super().validate()
         name = type(self).__name__
-        if not isinstance(self.k, int | numpy.integer) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(
-                f"{name}: k (importance samples per example) must be an integer >= 1, got {self.k!r}"
-            )
+        check_integer(self, "k", 1, label="k (importance samples per example)")
         for field, neutral in (("beta", 1.0), ("warmup_steps", 0), ("free_bits", 0.0)):
             if getattr(self, field) != neutral:
                 raise ValueError(
@@ -63,6 +60,7 @@ class IWAE(VAE):
 
     def loss(self, x, rng, y=None):
         """−(1/B) Σ_b L_K(x_b), with L_K = logsumexp_k(log w_k) − log K (Burda et al. 2016, eq. 8)."""
+        self.check_loss_call(x, rng)
         k = self.config.k
         log_w = self.log_weights(x, k, rng)  # (K, B): log p(x, z_k) − log q(z_k|x)
         bound = F.logsumexp(log_w, axis=0) - math.log(k)  # (B,)

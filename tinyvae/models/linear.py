@@ -103,6 +103,7 @@ class LinearGaussianVAE(Model):
 
     def loss(self, x, rng, y=None):
         """−ELBO with one reparameterised sample and the analytic KL (Kingma & Welling 2014, eq. 10)."""
+        self.check_loss_call(x, rng)
         x = self.check_x(x)
         mu, logvar = self.encode(x)  # (B, Z)
         eps = rng.standard_normal(mu.shape).astype(self.dtype)

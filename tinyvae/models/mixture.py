@@ -134,6 +134,7 @@ class MixtureVAE(Model):
 
     def loss(self, x, rng, y=None):
         """−(recon − β·kl), both π-weighted over one reparameterised sample per component (stratified)."""
+        self.check_loss_call(x, rng)
         x = self.check_x(x)
         log_pi, mu, logvar = self.encoder(x)  # (B, K), (B, K, Z), (B, K, Z)
         mu_kb, logvar_kb = mu.transpose(1, 0, 2), logvar.transpose(1, 0, 2)  # (K, B, Z): components lead

@@ -20,7 +20,16 @@ import numpy
 
 import tinyvae.functional as F
 from tinyvae import nn
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig, standard_normal_log_prob
+from tinyvae.models.base import (
+    DecoderLikelihood,
+    LossResult,
+    Model,
+    ModelConfig,
+    check_flag,
+    check_integer,
+    check_number,
+    standard_normal_log_prob,
+)
 
 
 @dataclasses.dataclass
@@ -32,13 +41,10 @@ class VAEConfig(ModelConfig):
 
     def validate(self):
         super().validate()
-        name = type(self).__name__
-        if not self.beta >= 0:
-            raise ValueError(f"{name}: beta must be >= 0, got {self.beta!r}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"{name}: warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        if not self.free_bits >= 0:
-            raise ValueError(f"{name}: free_bits must be >= 0, got {self.free_bits!r}")
+        check_number(self, "beta", low=0)  # a finite number: beta=inf would make every loss inf or NaN
+        check_integer(self, "warmup_steps", 0)
+        check_number(self, "free_bits", low=0)
+        check_flag(self, "analytic_kl")
 
 
 class GaussianEncoder(nn.Module):
@@ -103,6 +109,7 @@ class VAE(Model):
 
     def loss(self, x, rng, y=None):
         """−(E_q[log p(x|z)] − β·KL), one sample; ``.elbo`` is the unweighted bound per example."""
+        self.check_loss_call(x, rng)
         x = self.check_x(x)
         mu, logvar = self.encoder(x)  # (B, Z) each
         eps = rng.standard_normal(mu.shape).astype(self.dtype)

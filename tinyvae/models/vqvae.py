@@ -41,7 +41,7 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import nn
 from tinyvae.autodiff import no_grad
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig
+from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig, check_flag, check_number
 from tinyvae.models.vae import make_decoder
 from tinyvae.tensor import Tensor
 
@@ -76,12 +76,15 @@ class VQVAEConfig(ModelConfig):
             value = getattr(self, field)
             if not isinstance(value, int | numpy.integer) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: {field} must be an integer >= {low}, got {value!r}")
-        if not self.commitment >= 0:
-            raise ValueError(f"{name}: commitment must be >= 0, got {self.commitment!r}")
+        check_number(self, "commitment", low=0)
+        check_number(self, "ema_decay")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"{name}: ema_decay must lie strictly between 0 and 1, got {self.ema_decay!r}")
+        check_number(self, "ema_epsilon")
         if not self.ema_epsilon > 0:
             raise ValueError(f"{name}: ema_epsilon must be > 0, got {self.ema_epsilon!r}")
+        for field in ("ema", "dead_code_restart", "kmeans_init"):
+            check_flag(self, field)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -221,7 +224,9 @@ class VQVAE(Model):
         With ``ema`` the codebook term is reported but left out of the loss. In training mode this call
         also updates the codebook state after computing the loss, in this order: k-means++ seeding (first
         call only, before the quantisation), the EMA update (:meth:`update_codebook`), then dead-code restart
-        (:meth:`restart_dead_codes`, with ``rng``). The usage counts of :meth:`usage` grow in both modes."""
+        (:meth:`restart_dead_codes`, with ``rng``). The usage counts of :meth:`usage` grow in both modes.
+        ``rng``: a Generator, an int seed or None (fresh entropy); it is used in training mode only."""
+        self.check_loss_call(x, rng, rng_required=False)
         terms = self.loss_terms(x, rng)
         recon, codebook_term, commitment = terms["recon"], terms["codebook"], terms["commitment"]
         loss = self.config.commitment * commitment.mean() - recon.mean()

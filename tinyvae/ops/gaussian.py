@@ -6,7 +6,7 @@ Variances are carried as log-variances ``logvar = log σ²``: any real number is
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function, sum_to_shape
+from tinyvae.autodiff import Function, broadcast_shape, sum_to_shape
 from tinyvae.backend import array_module
 from tinyvae.ops.elementwise import stable_sigmoid
 from tinyvae.tensor import Tensor, as_operand
@@ -17,6 +17,22 @@ from tinyvae.tensor import Tensor, as_operand
 # 20 the KL's σ² is 5e8 and the sample's σ 2e4: finite with room to spare, and far outside any posterior a
 # VAE learns (trained MNIST encoders stay within about [−12, 2]), so the clamp changes nothing in use.
 LOGVAR_RANGE = (-30.0, 20.0)
+
+# exp(logvar) is +inf for every logvar above 88.7 (float32) or 709.8 (float64), so capping logvar at 1e4
+# where the KL subtracts it changes no finite KL, and turns σ² − logvar = +inf − +inf (NaN) at logvar = +inf
+# into +inf − 1e4 = +inf: a posterior with infinite variance is infinitely far from any prior.
+_LOGVAR_CAP = 1e4
+
+
+def _refuse_unbroadcastable(op, **named):
+    """After a forward failed: if the named tensors' shapes do not broadcast together, raise a ValueError
+    naming each argument and its shape (NumPy's "operands could not be broadcast" names neither). Called
+    only on failure, so the common path pays nothing."""
+    shapes = {name: tuple(t.shape) for name, t in named.items() if isinstance(t, Tensor)}
+    try:
+        broadcast_shape(op, *shapes.values(), names=list(shapes))
+    except ValueError as error:
+        raise error from None  # NumPy's message would only repeat it, less clearly
 
 
 def _shape_of(ctx, i):
@@ -48,8 +64,14 @@ class Reparameterize(Function):
 
 def reparameterize(mu, logvar, eps):
     """``mu + exp(logvar / 2) * eps``. The noise is an argument, so a test can hold it fixed; draw it with
-    ``rng.standard_normal(shape)``. Shapes broadcast (e.g. eps of shape (K, B, Z) for K samples)."""
-    return Reparameterize.apply(as_operand(mu), as_operand(logvar), as_operand(eps))
+    ``rng.standard_normal(shape)``. Shapes broadcast (e.g. eps of shape (K, B, Z) for K samples); shapes
+    that do not are refused with a ValueError naming mu, logvar and eps and their shapes."""
+    mu, logvar, eps = as_operand(mu), as_operand(logvar), as_operand(eps)
+    try:
+        return Reparameterize.apply(mu, logvar, eps)
+    except ValueError:
+        _refuse_unbroadcastable("reparameterize", mu=mu, logvar=logvar, eps=eps)
+        raise
 
 
 class GaussianKL(Function):
@@ -59,19 +81,23 @@ class GaussianKL(Function):
 
     With the standard-normal prior (μ_p = 0, σ_p = 1) this is ½ Σ (μ² + σ² − log σ² − 1)
     (Kingma & Welling 2014, Appendix B).
+
+    Edge: logvar = +inf (σ² = ∞) gives KL = +inf, the limit, rather than ∞ − ∞ = NaN (see _LOGVAR_CAP);
+    logvar = −inf (σ² = 0) gives +inf as it is (−log σ² = +∞).
     """
 
     @staticmethod
     def forward(ctx, mu, logvar, mu_p, logvar_p):
         xp = array_module(mu, logvar)
         var = xp.exp(logvar)
+        capped = xp.minimum(logvar, _LOGVAR_CAP)  # = logvar, except +inf → 1e4: KL = +inf, not NaN
         if mu_p is None:  # N(0, I): the common case, with fewer passes over the data
             diff, inv_var_p = mu, None
-            terms = mu * mu + var - logvar - 1
+            terms = mu * mu + var - capped - 1
         else:
             diff = mu - mu_p
             inv_var_p = xp.exp(-logvar_p)
-            terms = logvar_p - logvar + (var + diff * diff) * inv_var_p - 1
+            terms = logvar_p - capped + (var + diff * diff) * inv_var_p - 1
         ctx.save(var, diff, inv_var_p)
         ctx.terms_shape = terms.shape  # (..., Z): all inputs broadcast together, before the sum
         return 0.5 * terms.sum(axis=-1)
@@ -80,7 +106,9 @@ class GaussianKL(Function):
     def backward(ctx, g):
         """Per dimension j, with r = 1/σ_p² (r = 1 for the standard prior):
         dKL/dμ = (μ − μ_p) r,   dKL/dlogvar = ½ (σ² r − 1),
-        dKL/dμ_p = −(μ − μ_p) r,   dKL/dlogvar_p = ½ (1 − (σ² + (μ − μ_p)²) r)."""
+        dKL/dμ_p = −(μ − μ_p) r,   dKL/dlogvar_p = ½ (1 − (σ² + (μ − μ_p)²) r).
+        At logvar = +inf the forward's cap is constant in logvar, but σ² = ∞ already makes dKL/dlogvar
+        = ½ (∞ · r − 1) = +inf, the limit of the formula; dKL/dμ stays finite."""
         var, diff, inv_var_p = ctx.saved
         xp = array_module(var)
         g = g[..., None]  # the KL summed over the last axis: each dimension receives g
@@ -122,7 +150,13 @@ def gaussian_kl(mu, logvar, mu_p=None, logvar_p=None):
                 f"gaussian_kl: {name} is a scalar, but the KL sums over the last axis "
                 "(the latent dimensions); give it shape (..., Z)"
             )
-    return GaussianKL.apply(*args)
+    try:
+        return GaussianKL.apply(*args)
+    except ValueError:
+        _refuse_unbroadcastable(
+            "gaussian_kl", **dict(zip(("mu", "logvar", "mu_p", "logvar_p"), args, strict=True))
+        )
+        raise
 
 
 def _log1p_exp_minus_abs(xp, v):

@@ -5,7 +5,10 @@ Both return one value per element (sum over the data dims to get log p(x | z) pe
 
 from __future__ import annotations
 
+import contextlib
 import math
+
+import numpy
 
 from tinyvae.autodiff import Function, sum_to_shape
 from tinyvae.backend import array_module
@@ -13,6 +16,56 @@ from tinyvae.kernels import bernoulli_parts
 from tinyvae.tensor import as_operand
 
 LOG_2PI = math.log(2 * math.pi)
+
+# Two checks on every Bernoulli forward read an array's IEEE-754 bit patterns as unsigned integers. For a
+# float whose sign bit is clear (+0.0 up to +inf, then NaN), that integer order *is* the numeric order; any
+# value with the sign bit set (every negative number, and −0.0) reads as a larger integer than all of them.
+# So one integer max answers "is every value in [+0, 1]?" (max ≤ bits(1.0)) and, on |l|, "is every logit
+# finite?" (max < bits(inf)): one pass instead of a float min and max. At (128, 784) float32 here: 2.7 µs
+# per check, against 7.5 µs for x.min() and x.max() (and ~90 µs for the whole forward).
+_UNSIGNED = {numpy.dtype(numpy.float32): numpy.uint32, numpy.dtype(numpy.float64): numpy.uint64}
+_ONE_BITS = {dtype: int(numpy.array(1.0, dtype).view(u)) for dtype, u in _UNSIGNED.items()}
+_INF_BITS = {dtype: int(numpy.array(numpy.inf, dtype).view(u)) for dtype, u in _UNSIGNED.items()}
+
+
+def _ignore_invalid(xp):
+    """Silence NumPy's "invalid value" warning for ∞ − ∞ that the caller replaces (CuPy never warns)."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(invalid="ignore") if errstate is not None else contextlib.nullcontext()
+
+
+def _largest_bits(a):
+    """max over ``a`` of its bit patterns read as unsigned integers (see the comment above)."""
+    return int(a.view(_UNSIGNED[a.dtype]).max())
+
+
+def _check_targets(x):
+    """Refuse Bernoulli targets outside [0, 1] (or NaN) with a ValueError that says what was found.
+
+    x log σ(l) + (1 − x) log(1 − σ(l)) is a log-probability only for x in [0, 1]; for pixels in [0, 255]
+    it is a large, meaningless number and training would go on silently. This is a check on *data*: a
+    target that requires a gradient is a variable, for which x l − softplus(l) is a smooth (linear)
+    function of any real x, and whose finite-difference check steps just outside [0, 1] at the ends.
+    The quick test is one integer max; only data that fails it (or holds −0.0, which is fine) pays for
+    the exact float min and max."""
+    if isinstance(x, float):  # a Python number (as_operand keeps those as floats)
+        lo = hi = x
+    else:
+        data = x.data
+        if x.requires_grad or data.size == 0 or _largest_bits(data) <= _ONE_BITS[data.dtype]:
+            return
+        lo, hi = float(data.min()), float(data.max())
+    if lo >= 0 and hi <= 1:
+        return
+    if math.isnan(lo) or math.isnan(hi):
+        raise ValueError(
+            "bernoulli_log_prob: the targets x contain NaN; a Bernoulli target is a probability in [0, 1]"
+        )
+    raise ValueError(
+        f"bernoulli_log_prob: the targets x must lie in [0, 1] (binary pixels, or probabilities as soft "
+        f"targets), got values from {lo!r} to {hi!r}; scale the data into [0, 1] (e.g. pixels / 255) or "
+        "use the Gaussian likelihood for real-valued data"
+    )
 
 
 def _shape_of(ctx, i):
@@ -56,7 +109,13 @@ class BernoulliLogProb(Function):
 
     The right-hand form never takes log(σ(l)), which is −inf in floating point once σ(l) rounds to 0
     (l ≈ −104 in float32); softplus(l) = max(l, 0) + log1p(e^(−|l|)) is finite for every finite l.
-    x may be any value in [0, 1] (the same formula is the binary cross-entropy with soft targets).
+    x may be any value in [0, 1] (the same formula is the binary cross-entropy with soft targets); other
+    targets are refused by :func:`bernoulli_log_prob`.
+
+    Infinite logits: σ(+inf) = 1 and σ(−inf) = 0 exactly, so log p is 0 when x equals σ(l) (the model is
+    certain and right) and −inf otherwise (certain and wrong, soft targets included, with 0 · log 0 = 0);
+    x l − softplus(l) would be ∞ − ∞ there, so those entries are set from this rule. Finding them costs
+    one integer max over |l| per call (see ``_largest_bits``); only a call that has one pays for the fix.
 
     This op runs on every pixel of every batch, so the arithmetic around its exp and log1p is one fused
     pass (kernels/bernoulli_parts.py: NumPy reference, numba, CuPy), while exp and log1p stay NumPy's SIMD
@@ -68,9 +127,14 @@ class BernoulliLogProb(Function):
         xp = array_module(logits, x)
         e = xp.empty(logits.shape, dtype=logits.dtype)  # an array even for 0-d logits, so out= works
         xp.abs(logits, out=e)
+        infinite = e.size and _largest_bits(e) >= _INF_BITS[e.dtype]  # some |l| = inf (or NaN)
         xp.negative(e, out=e)
-        xp.exp(e, out=e)  # e = exp(−|l|) ∈ (0, 1]: never overflows
-        log_prob = bernoulli_parts.log_prob_terms(logits, x, xp.log1p(e))  # x l − max(l, 0) − log1p(e)
+        xp.exp(e, out=e)  # e = exp(−|l|) ∈ [0, 1]: never overflows
+        with _ignore_invalid(xp) if infinite else contextlib.nullcontext():  # ∞ − ∞, replaced below
+            log_prob = bernoulli_parts.log_prob_terms(logits, x, xp.log1p(e))  # x l − max(l, 0) − log1p(e)
+        if infinite:
+            certain = xp.where(x == (logits > 0), 0, -xp.inf).astype(log_prob.dtype)  # x = σ(±inf)?
+            log_prob = xp.where(xp.isinf(logits), certain, log_prob)
         ctx.save(logits, x, e)
         return log_prob
 
@@ -79,7 +143,8 @@ class BernoulliLogProb(Function):
         """d/dl = x − σ(l) (since d softplus(l)/dl = σ(l));  d/dx = l.
 
         σ(l) is computed from the forward's e = exp(−|l|) with full relative precision (σ(−100) = 3.7e−44,
-        not 0): see :func:`stable_sigmoid`."""
+        not 0): see :func:`stable_sigmoid`. At l = ±inf, e = 0 gives σ(l) = 1 or 0 exactly, so d/dl =
+        x − 1 or x: finite, the limit of the formula (d/dx = l is ±inf there)."""
         logits, x, e = ctx.saved
         grads = [None, None]
         if ctx.needs_input_grad[0]:
@@ -91,5 +156,10 @@ class BernoulliLogProb(Function):
 
 
 def bernoulli_log_prob(logits, x):
-    """Elementwise log-probability of x ∈ [0, 1] under Bernoulli(sigmoid(logits)); shapes broadcast."""
-    return BernoulliLogProb.apply(as_operand(logits), as_operand(x))
+    """Elementwise log-probability of x ∈ [0, 1] under Bernoulli(sigmoid(logits)); shapes broadcast.
+
+    Data targets (x without ``requires_grad``) outside [0, 1], or NaN, are refused with a ValueError (one
+    integer max over x per call, 2.7 µs at 128×784 float32)."""
+    x = as_operand(x)
+    _check_targets(x)
+    return BernoulliLogProb.apply(as_operand(logits), x)

@@ -40,11 +40,23 @@ def vector_quantize(z_e, codebook):
         codebook_loss = ((z_e.detach() - codebook[indices]) ** 2).sum(axis=-1).mean()  # moves codes
         commitment_loss = ((z_e - codebook[indices].detach()) ** 2).sum(axis=-1).mean()  # moves z_e
         loss = reconstruction_loss(decoder(z_q)) + codebook_loss + beta * commitment_loss
+
+    A codebook holding NaN or ±inf is refused with a ValueError on every backend (the backends' searches
+    would disagree on it; see ``tinyvae/kernels/codebook.py``).
     """
-    if not isinstance(codebook, Tensor) or codebook.ndim != 2:
+    for name, value, expected in (
+        ("z_e", z_e, "(..., code_dim)"),
+        ("codebook", codebook, "(num_codes, code_dim)"),
+    ):
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"vector_quantize: {name} must be a Tensor of shape {expected}, got {_describe(value)}; wrap "
+                f"an array with tv.Tensor({name})"
+            )
+    if codebook.ndim != 2:
         raise ValueError(
-            f"vector_quantize: codebook must be a 2-D tensor (num_codes, code_dim), got "
-            f"{getattr(codebook, 'shape', type(codebook).__name__)}"
+            "vector_quantize: codebook must be a 2-D tensor (num_codes, code_dim), got shape "
+            f"{codebook.shape}"
         )
     if z_e.ndim == 0 or z_e.shape[-1] != codebook.shape[1]:
         raise ValueError(
@@ -52,7 +64,17 @@ def vector_quantize(z_e, codebook):
             f"{codebook.shape[1]} (codebook.shape == {codebook.shape}); the last axis of z_e must match"
         )
     flat = z_e.data.reshape(-1, z_e.shape[-1])  # (N, D)
-    indices, _ = nearest_code(flat, codebook.data)
+    indices, _ = nearest_code(flat, codebook.data, op="vector_quantize")  # refuses a NaN/inf codebook
     indices = indices.reshape(z_e.shape[:-1])
     z_q = StraightThroughQuantize.apply(z_e, codebook, indices)
     return z_q, indices
+
+
+def _describe(value):
+    """``a numpy.ndarray of shape (4, 3)`` or ``a list``: what a wrong argument is, for the message."""
+    kind = type(value)
+    name = (
+        kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+    )
+    shape = getattr(value, "shape", None)
+    return f"a {name}" + (f" of shape {tuple(shape)}" if shape is not None else "")

@@ -98,15 +98,40 @@ class Max(Function):
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001  (mirrors numpy.max)
-    return Max.apply(x, axes=normalize_axes(axis, x.ndim, "max"), keepdims=keepdims)
+    axes = normalize_axes(axis, x.ndim, "max")
+    try:
+        return Max.apply(x, axes=axes, keepdims=keepdims)
+    except ValueError:
+        refuse_empty_axes("max", x.shape, axes, "the maximum of no numbers is undefined")
+        raise
+
+
+def refuse_empty_axes(op, shape, axes, why):
+    """After a reduction failed: raise a ValueError naming the op, the axis of size 0 and the shape (NumPy
+    says "zero-size array to reduction operation maximum which has no identity"). Called only on failure,
+    so a reduction that works pays nothing for the check."""
+    empty = [a for a in axes if shape[a] == 0]
+    if empty:
+        raise ValueError(
+            f"{op}: cannot reduce over axis {empty[0]}, which has size 0 (input shape {tuple(shape)}): "
+            f"{why}. An empty batch, K = 0 samples or a slice past the end usually causes this"
+        ) from None
 
 
 class LogSumExp(Function):
     """y = log Σ_{axes} exp(x), computed as m + log Σ exp(x - m) with m = max x.
 
     Shifting by the maximum makes the largest term exp(0) = 1, so nothing overflows, and inputs of
-    magnitude 1e4 are fine. A group that is all -inf has sum 0 and y = -inf (the shift is taken as 0
-    there, since -inf - (-inf) is undefined).
+    magnitude 1e4 are fine. Groups with infinities (the shift is taken as 0 there, since ±inf − ±inf is
+    undefined):
+
+    * all −inf: the sum is 0 and y = −inf;
+    * some +inf: the sum is +inf and y = +inf;
+    * any NaN: y = NaN.
+
+    An empty group (an axis of size 0) is refused by :func:`logsumexp` rather than given y = −inf: it
+    comes from an empty batch or K = 0 samples far more often than from intent (the row kernel
+    ``tinyvae.kernels.logsumexp`` does return −inf for a row with no columns).
     """
 
     @staticmethod
@@ -123,47 +148,108 @@ class LogSumExp(Function):
     @staticmethod
     def backward(ctx, g):
         """dy/dx_i = exp(x_i) / Σ_j exp(x_j) = exp(x_i - y): the softmax of x over the group.
-        In an all -inf group every exp(x_i) is 0, so the gradient is 0 (we use y = 0 there)."""
+
+        Where y is not finite, exp(x_i − y) is 0/0 and we take the limit instead: an all −inf group has
+        gradient 0 (every exp(x_i) is 0); a group with +inf entries gives them the whole weight, 1/c each
+        for c such entries (the softmax as those entries grow: ties share, as in :class:`Max`), and 0 to
+        the rest; a NaN group gets NaN. Only a non-finite y pays for this (one pass over y decides)."""
         x, y = ctx.saved
         xp = array_module(x)
-        softmax = xp.exp(x - xp.where(y == -xp.inf, 0, y))
+        if xp.isfinite(y).all():
+            softmax = xp.exp(x - y)
+        else:
+            softmax = _softmax_of_infinite_groups(xp, x, y, ctx.axes)
         g = g if ctx.keepdims else xp.expand_dims(g, ctx.axes)
         return g * softmax
 
 
+def _softmax_of_infinite_groups(xp, x, y, axes):
+    """exp(x − y) where y (keepdims) is finite; 0 for an all −inf group; 1/c at the c entries equal to
+    +inf (0 elsewhere) for a +inf group; NaN stays NaN."""
+    with _ignore_invalid(xp):
+        softmax = xp.exp(x - xp.where(y == -xp.inf, 0, y))  # exp(−inf − 0) = 0; exp(finite − inf) = 0
+    at_inf = (x == xp.inf) & (y == xp.inf)  # the entries that carry a +inf group's weight
+    count = at_inf.sum(axis=axes, keepdims=True)
+    share = (at_inf / xp.maximum(count, 1)).astype(x.dtype)
+    return xp.where(at_inf, share, softmax)
+
+
 def logsumexp(x, axis=-1, keepdims=False):
-    """log Σ exp(x) along ``axis`` (default: the last), stable for large and -inf inputs."""
-    return LogSumExp.apply(x, axes=normalize_axes(axis, x.ndim, "logsumexp"), keepdims=keepdims)
+    """log Σ exp(x) along ``axis`` (default: the last), stable for large and ±inf inputs; an axis of size
+    0 is refused (ValueError) rather than summed to −inf."""
+    axes = normalize_axes(axis, x.ndim, "logsumexp")
+    try:
+        return LogSumExp.apply(x, axes=axes, keepdims=keepdims)
+    except ValueError:
+        refuse_empty_axes("logsumexp", x.shape, axes, "a log-sum-exp over no terms would be log 0 = −inf")
+        raise
 
 
 class LogSoftmax(Function):
-    """y_i = x_i - log Σ_j exp(x_j) along one axis: log-probabilities that sum (in prob space) to 1."""
+    """y_i = x_i - log Σ_j exp(x_j) along one axis: log-probabilities that sum (in prob space) to 1.
+
+    Computed as (x − m) − log Σ exp(x − m) with m = max x, so nothing overflows. Groups with infinities,
+    where x − m would be ±inf − ±inf:
+
+    * all −inf: no mass to normalise. Defined as y = −inf everywhere (every probability 0), with gradient
+      0: the group stays all −inf under any finite change of its inputs.
+    * some +inf: those entries take all the mass, y = −log c at each of the c entries equal to +inf and
+      −inf at the others (the limit as they grow; ties share, as in LogSumExp).
+    * any NaN: y = NaN.
+
+    Only a group whose maximum is not finite pays for this (one pass over the maxima decides).
+    """
 
     @staticmethod
     def forward(ctx, x, axis):
         xp = array_module(x)
         shift = x.max(axis=axis, keepdims=True)
-        shifted = x - xp.where(xp.isfinite(shift), shift, 0)
-        y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-        ctx.save(y)
+        if xp.isfinite(shift).all():  # the common case
+            shifted = x - shift
+            y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+            ctx.save(y, None)
+        else:
+            dead = shift == -xp.inf  # all −inf groups
+            shifted = x - xp.where(xp.isfinite(shift), shift, 0)
+            at_inf = x == xp.inf
+            shifted = xp.where(shift == xp.inf, xp.where(at_inf, 0, -xp.inf), shifted).astype(x.dtype)
+            with _ignore_log_of_zero(xp):
+                log_total = xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))  # log c for a +inf group
+            y = shifted - xp.where(dead, 0, log_total)  # −inf − 0 = −inf in a dead group
+            ctx.save(y, dead)
         ctx.axis = axis
         return y
 
     @staticmethod
     def backward(ctx, g):
-        """dy_i/dx_j = δ_ij - softmax_j, so dL/dx_j = g_j - softmax_j Σ_i g_i, with softmax = exp(y)."""
-        (y,) = ctx.saved
+        """dy_i/dx_j = δ_ij - softmax_j, so dL/dx_j = g_j - softmax_j Σ_i g_i, with softmax = exp(y).
+        In a +inf group exp(y) is the limiting softmax (1/c at the +inf entries, 0 elsewhere), so the same
+        formula holds; an all −inf group gets 0 (its output is constant, see the class docstring)."""
+        y, dead = ctx.saved
         xp = array_module(y)
-        return g - xp.exp(y) * g.sum(axis=ctx.axis, keepdims=True)
+        grad = g - xp.exp(y) * g.sum(axis=ctx.axis, keepdims=True)
+        return grad if dead is None else xp.where(dead, 0, grad).astype(grad.dtype, copy=False)
 
 
 def log_softmax(x, axis=-1):
-    """Log of the softmax along ``axis``, computed in log space (no exp of large numbers)."""
+    """Log of the softmax along ``axis``, computed in log space (no exp of large numbers); an axis of
+    size 0 is refused (ValueError)."""
     (axis,) = normalize_axes(axis, x.ndim, "log_softmax")
-    return LogSoftmax.apply(x, axis=axis)
+    try:
+        return LogSoftmax.apply(x, axis=axis)
+    except ValueError:
+        refuse_empty_axes("log_softmax", x.shape, (axis,), "there is nothing to normalise")
+        raise
+
+
+def _ignore_invalid(xp):
+    """``inf − inf`` is computed on purpose where the result is replaced next: silence NumPy's warning."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(invalid="ignore") if errstate is not None else contextlib.nullcontext()
 
 
 def _ignore_log_of_zero(xp):
-    """``log(0) = -inf`` is the intended answer for an all -inf group: silence NumPy's warning."""
+    """``log(0) = -inf`` is the intended answer for an all -inf group, and exp(x − 0) may overflow to the
+    intended +inf beside a +inf entry (the shift is 0 there): silence NumPy's warnings."""
     errstate = getattr(xp, "errstate", None)  # CuPy does not warn, and has no errstate
-    return errstate(divide="ignore") if errstate is not None else contextlib.nullcontext()
+    return errstate(divide="ignore", over="ignore") if errstate is not None else contextlib.nullcontext()
