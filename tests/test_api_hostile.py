@@ -193,6 +193,8 @@ def test_broadcasting_that_is_legal_still_works():
         (lambda x: F.logsumexp(x), "logsumexp", "a log-sum-exp over no terms"),
         (lambda x: F.log_softmax(x, axis=-1), "log_softmax", "there is nothing to normalise"),
         (lambda x: F.max(x, axis=1), "max", "the maximum of no numbers is undefined"),
+        (lambda x: x.mean(axis=1), "mean", "the mean of no numbers is 0/0"),
+        (lambda x: x.mean(), "mean", "the mean of no numbers is 0/0"),
     ],
 )
 def test_reduction_over_an_empty_axis_names_the_op_and_axis(call, op, why):

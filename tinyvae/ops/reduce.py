@@ -63,6 +63,8 @@ class Mean(Function):
         count = 1
         for a in axes:
             count *= x.shape[a]
+        if count == 0:  # NumPy would return NaN with a RuntimeWarning: a silent NaN in a loss
+            refuse_empty_axes("mean", x.shape, axes, "the mean of no numbers is 0/0")
         ctx.axes, ctx.keepdims, ctx.shape, ctx.count = axes, keepdims, x.shape, count
         return x.mean(axis=axes, keepdims=keepdims)
 
