@@ -7,7 +7,7 @@ import numpy
 import pytest
 
 import tinyvae as tv
-from tinyvae import evaluate
+from tinyvae import evaluate, models
 from tinyvae.models import VAE, VAEConfig
 from tinyvae.models.iwae import IWAE, IWAEConfig
 from tinyvae.models.linear import LinearGaussianConfig, LinearGaussianVAE
@@ -87,13 +87,11 @@ def test_log_likelihood_equals_the_iwae_bound_at_the_same_k():
 
 
 def test_log_likelihood_refuses_models_without_a_density_and_bad_sizes():
-    """A model without log_weights is named in the error; k, batch_size and chunk_size must be positive."""
-
-    class Deterministic:
-        name = "ae"
-
-    with pytest.raises(TypeError, match="model 'ae' \\(Deterministic\\) has no log_weights"):
-        evaluate.log_likelihood(Deterministic(), numpy.zeros((2, 5)))
+    """A model that declares no likelihood bound (the autoencoder) is named in the error; k, batch_size and
+    chunk_size must be positive."""
+    autoencoder = models.build("ae", x_dim=5, hidden=(4,), z_dim=2)
+    with pytest.raises(TypeError, match="model 'ae' \\(AE\\) has no likelihood bound"):
+        evaluate.log_likelihood(autoencoder, numpy.zeros((2, 5)))
     with pytest.raises(ValueError, match="chunk_size must be a positive integer, got 0"):
         evaluate.log_likelihood(linear_model(), data(2), chunk_size=0)
 

@@ -11,6 +11,7 @@ import numpy
 import pytest
 
 from tinyvae import models, plots
+from tinyvae.models import priors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SHAPE = (4, 4)  # x_dim 16: the smallest images that are still images
@@ -97,16 +98,16 @@ def test_the_png_check_can_fail(tmp_path):
 # ----- the numerical helpers -----
 def test_normal_ppf_matches_known_quantiles_and_inverts_the_cdf():
     """Φ⁻¹ gives the textbook quantiles, is odd about ½, and Φ(Φ⁻¹(p)) = p to 1e-12."""
-    assert plots.normal_ppf(0.5) == pytest.approx(0.0, abs=1e-12)
-    assert plots.normal_ppf(0.95) == pytest.approx(1.6448536269514722, abs=1e-10)
-    assert plots.normal_ppf(0.975) == pytest.approx(1.959963984540054, abs=1e-10)
+    assert priors.normal_ppf(0.5) == pytest.approx(0.0, abs=1e-12)
+    assert priors.normal_ppf(0.95) == pytest.approx(1.6448536269514722, abs=1e-10)
+    assert priors.normal_ppf(0.975) == pytest.approx(1.959963984540054, abs=1e-10)
     p = numpy.linspace(0.001, 0.999, 37)
-    z = plots.normal_ppf(p)
-    numpy.testing.assert_allclose(z, -plots.normal_ppf(1 - p), atol=1e-10)
+    z = priors.normal_ppf(p)
+    numpy.testing.assert_allclose(z, -priors.normal_ppf(1 - p), atol=1e-10)
     cdf = numpy.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in z])
     numpy.testing.assert_allclose(cdf, p, atol=1e-12)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        plots.normal_ppf([0.5, 1.0])
+        priors.normal_ppf([0.5, 1.0])
 
 
 def test_principal_components_find_the_direction_of_largest_variance():
@@ -257,12 +258,16 @@ def test_class_conditional_grid_and_refusal(tmp_path):
 
 @pytest.mark.parametrize(
     "name, extra, family",
-    [("vae", {}, "gaussian"), ("mixture", {"components": 3}, "mixture"), ("flow", {"flow_steps": 2}, "flow")],
+    [
+        ("vae", {}, "diagonal Gaussian"),
+        ("mixture", {"components": 3}, "mixture"),
+        ("flow", {"flow_steps": 2}, "normalizing-flow"),
+    ],
 )
 def test_posterior_comparison_for_each_posterior_family(tmp_path, points, name, extra, family):
     """The true posterior on a grid with q's samples over it, for the Gaussian, mixture and flow families."""
     model = toy(name, **extra)
-    assert plots.posterior_family(model) == family
+    assert model.posterior_description.startswith(family)
     assert_png(
         plots.posterior_comparison(model, points.x[0], tmp_path / "p.png", grid=30, n_samples=300, rng=0)
     )
@@ -274,12 +279,12 @@ def test_posterior_samples_follow_q(points):
     model = toy("vae")
     x = points.x[:1]
     mu, logvar = (t.numpy()[0] for t in model.encode(x))
-    z = plots.posterior_samples(model, x, 20000, rng)
+    z = model.posterior_sample(x, 20000, rng)
     numpy.testing.assert_allclose(z.mean(axis=0), mu, atol=0.05)
     numpy.testing.assert_allclose(z.std(axis=0), numpy.exp(0.5 * logvar), rtol=0.05)
     mixture = toy("mixture", components=1)
     _, mu_k, logvar_k = (t.numpy()[0] for t in mixture.encode(x))
-    z = plots.posterior_samples(mixture, x, 20000, rng)
+    z = mixture.posterior_sample(x, 20000, rng)
     numpy.testing.assert_allclose(z.mean(axis=0), mu_k[0], atol=0.05)
     numpy.testing.assert_allclose(z.std(axis=0), numpy.exp(0.5 * logvar_k[0]), rtol=0.05)
 

@@ -179,7 +179,7 @@ def save_checkpoint(path, model, optimizer=None, **meta):
         "format_version": FORMAT_VERSION,
         "model": model.name,
         "config": model.config.to_dict(),
-        "model_steps": getattr(model, "training_steps", None),
+        "model_steps": model.training_steps,
         **meta,
     }
     arrays = {META_KEY: numpy.frombuffer(json.dumps(header).encode("utf-8"), dtype=numpy.uint8)}
@@ -224,7 +224,7 @@ def load_model(path, expected_model=None, expected_config=None):
     except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path}: does not fit a {model.name!r} model: {error}") from error
     steps = meta.get("model_steps")
-    if steps is not None and hasattr(model, "training_steps"):
+    if steps is not None:
         model.training_steps = steps
     return model, meta
 
@@ -521,45 +521,15 @@ def _check_config_fields(path, config, prefix):
             )
 
 
-def _smallest_model(config):
-    """Lower bounds, from the config alone, on (the largest saved array, all saved numbers) of any model
-    the config describes. Every model has an encoder MLP [x_dim, *hidden, latent width] (the hierarchical
-    one an MLP per layer and per prior), each neighbouring pair one weight matrix; a codebook is (K, D);
-    each flow step holds at least z_dim numbers. The decoders are left out: this only has to be small."""
-    sizes = {f: config.get(f) for f in SIZE_FIELDS}
-
-    def ints(*names):
-        return all(_is_int(sizes[n]) for n in names)
-
-    hidden = sizes["hidden"] if isinstance(sizes["hidden"], list) else []
-    chains, arrays, extra = [], [], 0
-    if isinstance(sizes["z_dims"], list) and sizes["z_dims"] and ints("x_dim"):
-        dims = sizes["z_dims"]
-        chains += [[p, *hidden, z] for p, z in zip([sizes["x_dim"], *dims[:-1]], dims, strict=True)]
-        chains += [[above, *hidden, z] for z, above in zip(dims[:-1], dims[1:], strict=True)]
-    elif ints("codebook_size", "latent_vectors", "x_dim") and (ints("code_dim") or ints("z_dim")):
-        code_dim = sizes["code_dim"] if ints("code_dim") else sizes["z_dim"]
-        chains.append([sizes["x_dim"], *hidden, sizes["latent_vectors"] * code_dim])
-        arrays.append(sizes["codebook_size"] * code_dim)
-    elif ints("x_dim", "z_dim"):
-        components = sizes["components"] if ints("components") else 1
-        chains.append([sizes["x_dim"], *hidden, sizes["z_dim"] * components])
-    if ints("flow_steps", "z_dim"):
-        extra = sizes["flow_steps"] * sizes["z_dim"]
-    arrays += [a * b for chain in chains for a, b in zip(chain, chain[1:], strict=False)]
-    singles = [v for value in sizes.values() for v in (value if isinstance(value, list) else [value])]
-    largest = max([v for v in singles if _is_int(v)] + arrays, default=0)
-    return largest, sum(arrays) + extra
-
-
-def _check_sizes_fit(path, config, members, whose="its config"):
+def _check_sizes_fit(path, cls, config, members, whose="its config"):
     """Refuse, before anything is allocated, a config whose layers could not match the arrays in the file.
 
     Building the model allocates its weights from the config alone, so a corrupt or hostile header asking
     for x_dim = 10**9 would exhaust memory long before the shapes are compared; a model larger than all the
-    numbers the file declares (declarations bounded by its size on disk) cannot be the one saved."""
+    numbers the file declares (declarations bounded by its size on disk) cannot be the one saved. The
+    model class says how small a model of this config can be (``Model.size_lower_bounds``)."""
     stored = sum(math.prod(m.shape) for key, m in members.items() if key.startswith("model/"))
-    largest, total = _smallest_model(config)
+    largest, total = cls.size_lower_bounds(config)
     if largest > max(stored, 1):
         raise CheckpointError(
             f"checkpoint {path}: {whose} asks for arrays of {largest} numbers but the file holds only "
@@ -585,7 +555,7 @@ def _build_checked_model(path, meta, members, expected_model, expected_config):
         raise CheckpointError(f"checkpoint {path}: unknown model {name!r}; known: {sorted(models.MODELS)}")
     cls = models.MODELS[name]
     config = _make_config(path, name, cls, meta["config"])
-    fields, whose, differences = meta["config"], "its config", []
+    whose, differences = "its config", []
     if expected_config is not None:
         wanted = expected_config.to_dict() if isinstance(expected_config, ModelConfig) else expected_config
         if not isinstance(wanted, dict):
@@ -598,8 +568,8 @@ def _build_checked_model(path, meta, members, expected_model, expected_config):
             f"{k} {found.get(k)!r} (expected {v!r})" for k, v in wanted.items() if found.get(k) != v
         ]
         if differences:  # build what the caller expects; the arrays then show where the two differ
-            config, fields, whose = cls.config_class.from_dict(wanted), wanted, "the expected config"
-    _check_sizes_fit(path, fields, members, whose)
+            config, whose = cls.config_class.from_dict(wanted), "the expected config"
+    _check_sizes_fit(path, cls, config, members, whose)
     try:
         model = cls(config)
     except (KeyError, ValueError, TypeError, OverflowError) as error:

@@ -688,18 +688,7 @@ def command_evaluate(args):
     labels = None if test.labels is None else test.labels[: len(x)]
     y = labels if model.conditional else None
     report = {"checkpoint": args.checkpoint, "epoch": meta.get("epoch"), "examples": int(len(x))}
-    if hasattr(model, "log_weights"):
-        log_px = evaluate.log_likelihood(model, x, k=args.k, rng=rng, y=y)
-        report[f"nll_k{args.k}"] = float(-log_px.mean())
-    units, variances = evaluate.active_units(model, x, y=y)
-    report["active_units"] = int(units)
-    report["latent_variance"] = [float(v) for v in variances]
-    if model.gaussian_posterior:
-        report["kl_per_dimension"] = [float(v) for v in evaluate.kl_per_dimension(model, x, y=y)]
-        report["mutual_information"] = float(evaluate.mutual_information(model, x, rng, y=y))
-    if hasattr(model, "codebook_usage"):
-        usage = evaluate.codebook_usage(model, x)
-        report["perplexity"], report["codes_used"] = float(usage["perplexity"]), int(usage["codes_used"])
+    report.update(evaluate.report(model, x, k=args.k, rng=rng, y=y))
     atomic_write_bytes(os.path.join(args.run, "evaluation.json"), json.dumps(report, indent=2).encode())
     for key, value in report.items():
         if not isinstance(value, list):

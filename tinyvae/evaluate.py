@@ -16,6 +16,7 @@ import math
 import numpy
 
 from tinyvae.autodiff import no_grad
+from tinyvae.models.priors import StandardNormal
 from tinyvae.nn import as_generator
 
 LOG_2PI = math.log(2 * math.pi)
@@ -39,12 +40,12 @@ def log_likelihood(model, x, k=5000, batch_size=100, rng=None, y=None, chunk_siz
 
     Returns a float64 array of shape (B,).
     """
-    log_weights = getattr(model, "log_weights", None)
-    if not callable(log_weights):
+    if not model.has_likelihood_bound:
         raise TypeError(
-            f"log_likelihood: model {getattr(model, 'name', '?')!r} ({type(model).__name__}) has no "
-            "log_weights(x, k, rng) method, so there is no density to importance-sample"
+            f"log_likelihood: model {model.name!r} ({type(model).__name__}) has no likelihood bound "
+            "(has_likelihood_bound is False: no log_weights(x, k, rng) to importance-sample)"
         )
+    log_weights = model.log_weights
     for name, value in (("k", k), ("batch_size", batch_size), ("chunk_size", chunk_size)):
         _check_positive_int("log_likelihood", name, value)
     rng = as_generator(rng)
@@ -156,15 +157,41 @@ def attribute_vector(model, x, mask, y=None):
     return means[mask].mean(axis=0) - means[~mask].mean(axis=0)
 
 
+def report(model, x, k=1000, rng=None, y=None):
+    """Every diagnostic that applies to ``model`` on the examples x, as JSON-able numbers (what ``tinyvae
+    evaluate`` prints and saves): ``nll_k{k}`` where the model has a likelihood bound, the active units and
+    latent variances, per-dimension KL and I(x; z) where the posterior is a diagonal Gaussian against
+    N(0, I), and whatever the model adds itself (``model.extra_metrics``: the VQ-VAE's perplexity, the
+    hierarchical VAE's per-layer KL)."""
+    rng = as_generator(rng)
+    values = {}
+    if model.has_likelihood_bound:
+        values[f"nll_k{k}"] = float(-log_likelihood(model, x, k=k, rng=rng, y=y).mean())
+    units, variances = active_units(model, x, y=y)
+    values["active_units"] = int(units)
+    values["latent_variance"] = [float(v) for v in variances]
+    if has_closed_form_kl(model):
+        values["kl_per_dimension"] = [float(v) for v in kl_per_dimension(model, x, y=y)]
+        values["mutual_information"] = float(mutual_information(model, x, rng, y=y))
+    values.update(model.extra_metrics(x, y))
+    return values
+
+
+def has_closed_form_kl(model):
+    """Whether q(z|x) is a diagonal Gaussian given by encode(x) and the prior N(0, I): then the KL splits
+    into per-dimension terms in closed form (``kl_per_dimension``, ``mutual_information``)."""
+    return model.gaussian_posterior and isinstance(model.prior, StandardNormal)
+
+
 # ----- helpers -----
 def codebook_usage(model, x):
     """For a vector-quantised model: how the examples x use the codebook, as
     ``{"perplexity", "codes_used", "counts"}``. Perplexity is exp(H) of the average code distribution: K when
     all K codes are used equally, 1 when one code takes everything (van den Oord et al. 2017 report it to
     show codebook collapse)."""
-    if not hasattr(model, "codebook_usage"):
+    if model.latent_kind != "discrete":
         raise TypeError(
-            f"codebook_usage: model {getattr(model, 'name', type(model).__name__)!r} has no codebook; "
+            f"codebook_usage: model {model.name!r} has no codebook (latent_kind {model.latent_kind!r}); "
             "it applies to vector-quantised models (vqvae)"
         )
     return model.codebook_usage(x)
@@ -204,11 +231,11 @@ def _latent_means(model, x, y, function):
 
 def _gaussian_posterior(model, x, y, function):
     """(μ, log σ²) of a diagonal-Gaussian q(z|x) as float64 arrays (B, Z), or an error naming the model."""
-    if not getattr(model, "gaussian_posterior", False):
+    if not has_closed_form_kl(model):
         raise TypeError(
             f"{function}: model {model.name!r} ({type(model).__name__}) has no diagonal-Gaussian posterior "
             "against an N(0, I) prior, which this estimate needs (flows, mixtures, hierarchical and "
-            "quantised posteriors are not)"
+            f"quantised posteriors are not; its prior is {model.prior and model.prior.description})"
         )
     data, labels = _checked(model, x, y)
     with no_grad():

@@ -31,46 +31,16 @@ from matplotlib.figure import Figure
 
 from tinyvae import evaluate
 from tinyvae.autodiff import no_grad
-from tinyvae.models.base import standard_normal_log_prob
+from tinyvae.models.priors import normal_ppf  # noqa: F401  (kept here for plots.normal_ppf users)
 from tinyvae.nn import as_generator
 from tinyvae.tensor import Tensor
 
 DPI = 100
-POSTERIOR_FAMILIES = {
-    "gaussian": "diagonal Gaussian q(z|x)",
-    "mixture": "mixture-of-Gaussians q(z|x)",
-    "flow": "normalizing-flow q(z|x)",
-}
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Small numerical helpers
 # ----------------------------------------------------------------------------------------------------------
-
-
-def normal_ppf(p):
-    """Φ⁻¹(p), the inverse CDF of N(0, 1), elementwise for p in (0, 1).
-
-    Start from the rational approximation of Abramowitz & Stegun (1964), 26.2.23 (absolute error below
-    4.5e-4), then take two Newton steps on Φ(z) − p with Φ(z) = ½(1 + erf(z/√2)) and Φ'(z) = φ(z); each
-    step roughly squares the error, so the result is accurate to float64 rounding in the body of the
-    distribution.
-    """
-    p = numpy.asarray(p, dtype=numpy.float64)
-    if not numpy.all((p > 0) & (p < 1)):
-        raise ValueError(f"normal_ppf: probabilities must lie strictly between 0 and 1, got {p}")
-    q = numpy.minimum(p, 1.0 - p)  # the tail probability; the sign is restored below
-    t = numpy.sqrt(-2.0 * numpy.log(q))
-    z = t - (2.515517 + 0.802853 * t + 0.010328 * t**2) / (
-        1.0 + 1.432788 * t + 0.189269 * t**2 + 0.001308 * t**3
-    )
-    z = numpy.where(p < 0.5, -z, z)
-    erf = numpy.vectorize(math.erf, otypes=[numpy.float64])
-    for _ in range(2):
-        cdf = 0.5 * (1.0 + erf(z / math.sqrt(2.0)))
-        pdf = numpy.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-        z = z - (cdf - p) / pdf
-    return z
 
 
 def principal_components(points, k=2):
@@ -203,7 +173,6 @@ def samples_grid(model, rng, path, n=64, y=None, image_shape=(28, 28)):
     for a conditional model (an int for all, or n labels)."""
     image_shape = _check_image_shape("samples_grid", model, image_shape)
     samples = _numpy(model.sample(n, as_generator(rng), y=y))
-    prior = "uniform over the codebook" if model.name == "vqvae" else "p(z)"
     if image_shape is None:
         figure = _figure(5.5, 5)
         ax = figure.add_subplot()
@@ -215,7 +184,7 @@ def samples_grid(model, rng, path, n=64, y=None, image_shape=(28, 28)):
         figure = _figure(max(3.0, 0.5 * cols + 1), 0.5 * rows + 1)
         ax = figure.add_subplot()
         _show_mosaic(ax, _mosaic(samples, rows, cols, image_shape), image_shape)
-    ax.set_title(f"{model.name}: {n} samples, decoder means E[x|z] with z ~ {prior}")
+    ax.set_title(f"{model.name}: {n} samples, decoder means E[x|z] with z ~ {model.prior.description}")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -269,9 +238,10 @@ def latent_scatter(model, x, labels, path, y=None):
 
 
 def manifold(model, path, image_shape=(28, 28), grid=15, y=None):
-    """The decoder E[x|z] over a grid × grid lattice of z whose coordinates are the quantiles
-    Φ⁻¹(0.05) … Φ⁻¹(0.95) of N(0, 1) (the central 90% of the prior on each axis, evenly spaced in
-    probability, as in Kingma & Welling 2014, Fig. 4), for a model with two latent dimensions. Rows run from
+    """The decoder E[x|z] over a grid × grid lattice of z whose coordinates are the 5% … 95% quantiles of
+    the prior's marginals (``model.prior.quantile``: Φ⁻¹(0.05) … Φ⁻¹(0.95) for N(0, I); the central 90% of
+    the prior on each axis, evenly spaced in probability, as in Kingma & Welling 2014, Fig. 4), for a model
+    with two latent dimensions. Rows run from
     high z₂ (top) to low z₂. With ``image_shape=None`` (2-D data) the image of the lattice: decoded points
     with the lattice lines drawn through them. ``y``: one label, for a conditional model."""
     z_dim = model.config.z_dim
@@ -282,8 +252,9 @@ def manifold(model, path, image_shape=(28, 28), grid=15, y=None):
     if not isinstance(grid, int) or grid < 2:
         raise ValueError(f"manifold: grid must be an integer >= 2, got {grid!r}")
     image_shape = _check_image_shape("manifold", model, image_shape)
-    values = normal_ppf(numpy.linspace(0.05, 0.95, grid))  # (G,)
-    z1, z2 = numpy.meshgrid(values, values[::-1])  # row 0 is the highest z₂
+    quantiles = model.prior.quantile(numpy.linspace(0.05, 0.95, grid))  # (G, 2)
+    values, values2 = quantiles[:, 0], quantiles[:, 1]
+    z1, z2 = numpy.meshgrid(values, values2[::-1])  # row 0 is the highest z₂
     z = numpy.stack([z1.ravel(), z2.ravel()], axis=1)  # (G², 2), row-major as the mosaic
     labels = None if y is None else numpy.full(len(z), int(y))
     decoded = _numpy(model.decode(z, labels))  # (G², x_dim)
@@ -301,11 +272,11 @@ def manifold(model, path, image_shape=(28, 28), grid=15, y=None):
     else:
         figure = _figure(max(4.0, 0.45 * grid + 1.5), max(4.0, 0.45 * grid + 1.2))
         ax = figure.add_subplot()
-        ticks = [f"{v:.2f}".replace("-0.00", "0.00") for v in values]  # the median rounds to ±0
-        _show_mosaic(ax, _mosaic(decoded, grid, grid, image_shape), image_shape, ticks[::-1], ticks)
+        ticks = [[f"{v:.2f}".replace("-0.00", "0.00") for v in axis] for axis in (values, values2)]  # ±0
+        _show_mosaic(ax, _mosaic(decoded, grid, grid, image_shape), image_shape, ticks[1][::-1], ticks[0])
         ax.tick_params(axis="x", labelrotation=90)
-        ax.set_xlabel("z₁ (quantiles 5% … 95% of N(0, 1))")
-        ax.set_ylabel("z₂ (quantiles 5% … 95% of N(0, 1))")
+        ax.set_xlabel(f"z₁ (quantiles 5% … 95% of the prior, {model.prior.description})")
+        ax.set_ylabel(f"z₂ (quantiles 5% … 95% of the prior, {model.prior.description})")
     ax.set_title(f"{model.name}: decoded latent grid E[x|z]{condition}")
     figure.tight_layout()
     return _save(figure, path)
@@ -466,7 +437,7 @@ def codebook_usage_hist(model, x, path):
 def class_conditional_grid(model, rng, path, per_class=8, image_shape=(28, 28)):
     """For a conditional model, ``per_class`` samples (decoder means, z ~ p(z)) of every class, one row per
     class; with ``image_shape=None`` (2-D data) a scatter coloured by class."""
-    if not getattr(model, "conditional", False):
+    if not model.conditional:
         raise ValueError(
             f"class_conditional_grid: model {model.name!r} is not conditional (it takes no label y); "
             "use samples_grid"
@@ -497,52 +468,15 @@ def class_conditional_grid(model, rng, path, per_class=8, image_shape=(28, 28)):
 
 
 # ----- the posterior picture -----
-def posterior_family(model):
-    """Which q(z|x) the posterior picture can sample: "mixture", "flow" or "gaussian"; a TypeError for a
-    model whose posterior is none of these over the latent the decoder reads (codes, hierarchies, the
-    deterministic autoencoder)."""
-    if model.name == "mixture":
-        return "mixture"
-    if hasattr(model, "flows"):
-        return "flow"
-    if getattr(model, "gaussian_posterior", False):
-        return "gaussian"
-    raise TypeError(
-        f"posterior_comparison: model {model.name!r} ({type(model).__name__}) has no Gaussian, mixture or "
-        "flow posterior q(z|x) against an N(0, I) prior to compare with the true posterior"
-    )
-
-
-def posterior_samples(model, x, n, rng, y=None):
-    """n samples of q(z|x) for one example x (1, x_dim), by the family of :func:`posterior_family`:
-    Gaussian, z = μ + σ ε; mixture, a component c ~ Cat(π) then z = μ_c + σ_c ε; flow, base samples
-    z_0 = μ + σ ε pushed through ``model.flows`` (z_K = f_K ∘ … ∘ f_1(z_0)). Returns (n, z_dim)."""
-    family = posterior_family(model)
-    with no_grad():
-        encoded = model.encode(x) if y is None else model.encode(x, y)
-        eps = rng.standard_normal((n, model.config.z_dim))  # (n, Z)
-        if family == "mixture":
-            log_pi, mu, logvar = (_numpy(t)[0] for t in encoded)  # (K,), (K, Z), (K, Z)
-            pi = numpy.exp(log_pi - log_pi.max())
-            component = rng.choice(len(pi), size=n, p=pi / pi.sum())  # (n,)
-            return mu[component] + numpy.exp(0.5 * logvar[component]) * eps
-        mu, logvar = (_numpy(t)[0] for t in encoded)  # (Z,) each
-        z = mu + numpy.exp(0.5 * logvar) * eps  # (n, Z)
-        if family == "flow":
-            z, _ = model.flows(Tensor(z.astype(model.dtype)))
-            z = _numpy(z)
-        return z
-
-
 def true_log_posterior(model, x, z, y=None):
-    """log p(x|z) + log N(z; 0, I) for every row of z (M, z_dim) and one example x (1, x_dim): the log of
-    the true posterior p(z|x) up to its constant log p(x). Returns (M,) float64."""
+    """log p(x|z) + log p(z) (the model's prior) for every row of z (M, z_dim) and one example x (1, x_dim):
+    the log of the true posterior p(z|x) up to its constant log p(x). Returns (M,) float64."""
     with no_grad():
         z_t = Tensor(numpy.asarray(z, dtype=model.dtype))
         labels = None if y is None else numpy.full(len(z), int(y[0]))
         decoded = model.decode_logits(z_t, labels)  # (M, x_dim)
         log_lik = model.likelihood.log_prob(decoded, Tensor(numpy.asarray(x, dtype=model.dtype)))  # (M,)
-        return _numpy(log_lik) + _numpy(standard_normal_log_prob(z_t))
+        return _numpy(log_lik) + _numpy(model.prior.log_prob(z_t))
 
 
 def _grid_over(lo, hi, grid):
@@ -552,10 +486,11 @@ def _grid_over(lo, hi, grid):
 
 
 def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=None, y=None):
-    """The true posterior p(z|x) ∝ p(x|z) N(z; 0, I) of one example, computed on a grid × grid lattice of z
+    """The true posterior p(z|x) ∝ p(x|z) p(z) of one example, computed on a grid × grid lattice of z
     (filled contours of the normalised density), with ``n_samples`` draws of the model's q(z|x) on top —
     where the two disagree is the gap between log p(x) and the ELBO, KL(q(z|x) ‖ p(z|x)). For models with
-    two latent dimensions and a Gaussian, mixture or flow posterior (see :func:`posterior_samples`).
+    two latent dimensions and a posterior sampler (``model.posterior_description`` is not None; the samples
+    come from ``model.posterior_sample``).
 
     The lattice is first laid over [−4, 4]² and the q samples, then zoomed onto where the true posterior
     and the samples lie, so a sharp posterior is not lost between grid points."""
@@ -566,11 +501,16 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
         )
     if not isinstance(grid, int) or grid < 10:
         raise ValueError(f"posterior_comparison: grid must be an integer >= 10, got {grid!r}")
-    family = posterior_family(model)
+    if model.posterior_description is None:
+        raise TypeError(
+            f"posterior_comparison: model {model.name!r} ({type(model).__name__}) has no posterior sampler "
+            "q(z|x) over the latent its decoder reads, to compare with the true posterior"
+        )
     rng = as_generator(0 if rng is None else rng)
     x = model.check_x(numpy.reshape(_numpy(x_point), (1, -1))).numpy()  # (1, x_dim)
     labels = model.check_y(None if y is None else numpy.full(1, int(y)), 1)
-    samples = posterior_samples(model, x, n_samples, rng, labels)  # (n, 2)
+    with no_grad():
+        samples = _numpy(model.posterior_sample(x, n_samples, rng, labels))  # (n, 2)
 
     # Pass 1: a wide lattice; pass 2: zoom onto the box holding the posterior's mass and the samples.
     finite = samples[numpy.isfinite(samples).all(axis=1)]
@@ -602,7 +542,7 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
     ax.legend(loc="upper right", markerscale=4)
     where = ", ".join(f"{v:.2f}" for v in x[0][:4]) + (", …" if x.shape[1] > 4 else "")
     ax.set_title(
-        f"{model.name}: true p(z|x) (contours) vs {POSTERIOR_FAMILIES[family]} (dots)\nat x = ({where})",
+        f"{model.name}: true p(z|x) (contours) vs {model.posterior_description} (dots)\nat x = ({where})",
         fontsize="medium",
     )
     figure.tight_layout()
@@ -612,10 +552,6 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
 # ----------------------------------------------------------------------------------------------------------
 # Everything for one run
 # ----------------------------------------------------------------------------------------------------------
-
-# Models whose latent has no N(0, I) prior to tile with quantiles: codes (uniform over a codebook), the
-# hierarchy's z_1 (its prior is the chain above it), the autoencoder (no prior at all).
-NO_GAUSSIAN_PRIOR = ("vqvae", "hvae", "ae")
 
 
 def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
@@ -627,15 +563,17 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
 
     ==========================  ====================================================================
     reconstructions.png         always
-    samples.png                 unconditional models with a prior (not the autoencoder)
+    samples.png                 unconditional models with a prior (not ``latent_kind == "deterministic"``)
     class_conditional.png       conditional models (one row per class)
     latent_scatter.png          always (coloured when there are labels)
-    manifold.png                z_dim == 2 and an N(0, I) prior (not vqvae, hvae, ae)
+    manifold.png                z_dim == 2 and ``model.latent_kind == "gaussian"`` (a continuous latent
+                                that the decoder reads directly, with a prior over it)
     interpolation.png           always (two test examples; for a conditional model of one class)
     training_curves.png         when ``metrics_rows`` has any
-    kl_per_dimension.png        models with a diagonal-Gaussian posterior (``model.gaussian_posterior``)
-    codebook_usage.png          vector-quantised models
-    posterior.png               2-D toy data, z_dim == 2, Gaussian, mixture or flow posterior
+    kl_per_dimension.png        diagonal-Gaussian posterior, N(0, I) prior (``evaluate.has_closed_form_kl``)
+    posterior.png               2-D toy data, z_dim == 2, a posterior sampler (``posterior_description``)
+    the model's own figures     whatever ``model.extra_figures(out_dir, x, y, rng)`` draws (the VQ-VAE's
+                                codebook_usage.png)
     ==========================  ====================================================================
     """
     out_dir = pathlib.Path(out_dir)
@@ -645,7 +583,7 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
     image_shape = None if image_shape is None else tuple(image_shape)
     x = _numpy(test.x)[:2000]
     labels = None if test.labels is None else numpy.asarray(test.labels)[:2000]
-    conditional = getattr(model, "conditional", False)
+    conditional = model.conditional
     if conditional and labels is None:
         raise ValueError(f"plot_run: model {model.name!r} is conditional but the test split has no labels")
     y = labels if conditional else None
@@ -658,11 +596,11 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
         written.append(
             class_conditional_grid(model, rng, out_dir / "class_conditional.png", per_class, image_shape)
         )
-    elif model.name != "ae":
+    elif model.latent_kind != "deterministic":  # the autoencoder has no prior of its own to show
         n = 64 if image_shape is not None else 1000
         written.append(samples_grid(model, rng, out_dir / "samples.png", n=n, image_shape=image_shape))
     written.append(latent_scatter(model, x, labels, out_dir / "latent_scatter.png", y=y))
-    if z_dim == 2 and model.name not in NO_GAUSSIAN_PRIOR:
+    if z_dim == 2 and model.latent_kind == "gaussian":
         label = None if not conditional else int(labels[0])
         written.append(manifold(model, out_dir / "manifold.png", image_shape=image_shape, y=label))
     pair = _interpolation_pair(len(x), labels, same_class=conditional)
@@ -673,22 +611,13 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
         written.append(interpolation_strip(model, x[a], x[b], strip, image_shape=image_shape, y=label))
     if metrics_rows:
         written.append(training_curves(metrics_rows, out_dir / "training_curves.png"))
-    if getattr(model, "gaussian_posterior", False) and len(x) >= 2:
+    if evaluate.has_closed_form_kl(model) and len(x) >= 2:
         written.append(kl_per_dimension_bars(model, x, out_dir / "kl_per_dimension.png", y=y))
-    if hasattr(model, "codebook_usage"):
-        written.append(codebook_usage_hist(model, x, out_dir / "codebook_usage.png"))
-    if image_shape is None and z_dim == 2 and _has_posterior_family(model):
+    if image_shape is None and z_dim == 2 and model.posterior_description is not None:
         label = None if not conditional else int(labels[0])
         written.append(posterior_comparison(model, x[0], out_dir / "posterior.png", rng=rng, y=label))
+    written.extend(model.extra_figures(out_dir, x, y, rng))
     return written
-
-
-def _has_posterior_family(model):
-    try:
-        posterior_family(model)
-    except TypeError:
-        return False
-    return True
 
 
 def _interpolation_pair(n, labels, same_class):

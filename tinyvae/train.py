@@ -120,8 +120,7 @@ def train_epoch(model, data, batch_size, optimizer, rng, epoch, progress=None):
 
 def _progress_fields(model, summary):
     fields = {k: f"{summary[k]:.2f}" for k in ("loss", "elbo", "kl") if k in summary}
-    if hasattr(model, "usage"):  # vector quantisation: how many codes the epoch has used so far
-        fields["codes"] = int(model.usage()["codes_used"])
+    fields.update(model.progress_fields())  # e.g. the VQ-VAE: how many codes the epoch has used so far
     return fields
 
 
@@ -170,8 +169,7 @@ def fit(
     best = max((_score(row) for row in history), default=-math.inf)
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        if hasattr(model, "reset_usage"):
-            model.reset_usage()
+        model.start_epoch()
         bar = _progress_bar(len(train.x), epoch, epochs) if progress else None
         try:
             train_means = train_epoch(model, train, batch_size, optimizer, rng, epoch, bar)

@@ -1,5 +1,6 @@
 """The models of the VAE literature, each in its own file, all behind the interface of
-:class:`tinyvae.models.base.Model`. ``MODELS`` maps a model's name to its class; ``build`` makes one."""
+:class:`tinyvae.models.base.Model`. ``MODELS`` maps a model's name to its class (every class decorated with
+:func:`register`, the built-in ones when this package is imported); ``build`` makes one."""
 
 from tinyvae.models.ae import AE, AEConfig
 from tinyvae.models.base import LossResult, Model, ModelConfig
@@ -10,13 +11,10 @@ from tinyvae.models.hvae import HVAE, HVAEConfig
 from tinyvae.models.iwae import IWAE, IWAEConfig
 from tinyvae.models.linear import LinearGaussianConfig, LinearGaussianVAE
 from tinyvae.models.mixture import MixtureVAE, MixtureVAEConfig
+from tinyvae.models.priors import MarkovChain, Prior, StandardNormal, UniformCodes
+from tinyvae.models.registry import MODELS, register
 from tinyvae.models.vae import VAE, VAEConfig
 from tinyvae.models.vqvae import VQVAE, VQVAEConfig
-
-MODELS = {
-    cls.name: cls
-    for cls in (VAE, BetaVAE, IWAE, VQVAE, CVAE, HVAE, MixtureVAE, FlowVAE, LinearGaussianVAE, AE)
-}
 
 
 def build(name, **config):
@@ -43,6 +41,11 @@ __all__ = [
     "LinearGaussianConfig",
     "LinearGaussianVAE",
     "MODELS",
+    "MarkovChain",
+    "Prior",
+    "StandardNormal",
+    "UniformCodes",
+    "register",
     "VAE",
     "LossResult",
     "MixtureVAE",

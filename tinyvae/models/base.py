@@ -235,16 +235,29 @@ def slerp(a, b, t):
 
 
 class Model(nn.Module):
-    """Base class of every model. Subclasses set ``name`` and ``config_class`` and implement ``loss``,
-    ``encode``, ``decode_logits`` (the decoder's raw output for latents z), ``latent_mean`` (a point
-    estimate of z for x, used by reconstruct and interpolate) and ``sample_latents``."""
+    """Base class of every model. Subclasses set ``name`` and ``config_class``, implement ``objective`` (the
+    loss of one batch), ``encode``, ``decode_logits`` (the decoder's raw output for latents z),
+    ``latent_mean`` (a point estimate of z for x, used by reconstruct and interpolate), set ``self.prior``
+    in ``__init__`` (see :mod:`tinyvae.models.priors`), and declare what they are with the class attributes
+    below. Training, plots, evaluation and the command line read those and the hooks further down; none of
+    them asks a model's name. A new model is its own file plus :func:`tinyvae.models.register`."""
 
     name = "model"
     config_class = ModelConfig
+    # ----- what the model is -----
     conditional = False  # True for models that need a label y
-    # True when encode(x) returns the (μ, log σ²) of q(z|x) itself against an N(0, I) prior, so per-dimension
-    # KLs and I_q(x; z) can be computed from it (tinyvae.evaluate); False for flows, mixtures, hierarchies.
+    # The latent the decoder reads: "gaussian" (continuous, with a density prior: the VAE family),
+    # "discrete" (codes of a codebook), "hierarchical" (the bottom of a chain of latents), or
+    # "deterministic" (no prior at all: the plain autoencoder).
+    latent_kind = "gaussian"
+    # True when encode(x) returns the (μ, log σ²) of q(z|x) itself, so per-dimension KLs and I_q(x; z) can be
+    # computed from it in closed form (tinyvae.evaluate, against an N(0, I) prior); False for flows,
+    # mixtures, hierarchies and codes.
     gaussian_posterior = False
+    has_likelihood_bound = False  # log_weights(x, k, rng) gives importance weights of a bound on log p(x)
+    posterior_description = None  # what posterior_sample draws from, e.g. "diagonal Gaussian q(z|x)"
+    needs_rng = True  # the loss draws noise, so ``loss`` requires a numpy.random.Generator
+    prior = None  # p(z): set in __init__ by every model that has one
 
     def __init__(self, config):
         super().__init__()
@@ -254,6 +267,7 @@ class Model(nn.Module):
             )
         self.config = config
         self.dtype = numpy.dtype(config.dtype)
+        self.training_steps = 0  # loss() calls in training mode: what a KL warm-up or a schedule reads
 
     # ----- input checks shared by every model -----
     def check_loss_call(self, x, rng, rng_required=True):
@@ -371,8 +385,19 @@ class Model(nn.Module):
             labels = None if y is None else numpy.full(steps, y)
             return self.decode(path.astype(self.dtype), labels)
 
+    # ----- the loss -----
+    def loss(self, x, rng=None, y=None):
+        """The training objective on one batch, a :class:`LossResult`: the entry checks, the model's
+        :meth:`objective`, and in training mode one more step on the counter (after the loss, so the first
+        step reads 0: a warm-up ramp starts at 0)."""
+        self.check_loss_call(x, rng, rng_required=self.needs_rng)
+        result = self.objective(x, rng, y)
+        if self.training:
+            self.training_steps += 1
+        return result
+
     # ----- pieces each model provides -----
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         raise NotImplementedError
 
     def encode(self, x, y=None):
@@ -385,10 +410,92 @@ class Model(nn.Module):
         raise NotImplementedError
 
     def sample_latents(self, n, rng):
-        """Prior samples (n, z_dim); the standard normal unless a model says otherwise."""
-        return rng.standard_normal((n, self.config.z_dim)).astype(self.dtype)
+        """n draws of the prior, an array (n, latent size): what ``decode`` takes."""
+        if self.prior is None:
+            raise TypeError(f"{self.name}: this model has no prior p(z) to sample (it is not generative)")
+        return self.prior.sample(n, rng)
+
+    def posterior_sample(self, x, n, rng, y=None):
+        """n draws of q(z|x) for one example x (1, x_dim): an array (n, latent size). Models with a posterior
+        sampler override this and set ``posterior_description``."""
+        raise TypeError(f"{self.name}: this model has no posterior sampler q(z|x)")
+
+    # ----- hooks for training, evaluation and figures (defaults: nothing extra) -----
+    def start_epoch(self):
+        """Called by the trainer before each training epoch (the VQ-VAE restarts its usage counts)."""
+
+    def progress_fields(self):
+        """{name: value} to show on the training progress bar besides the loss, ELBO and KL."""
+        return {}
+
+    def extra_metrics(self, x, y=None):
+        """{name: number} that ``tinyvae evaluate`` reports for this kind of model (VQ perplexity, ...)."""
+        return {}
+
+    def extra_figures(self, out_dir, x, y=None, rng=None):
+        """Draw this kind of model's own figures of the examples x into ``out_dir``; return their paths."""
+        return []
+
+    # ----- building from a run's settings, sizes -----
+    @classmethod
+    def config_from_run(cls, fields):
+        """The config for a run: ``fields`` holds the run's generic settings (x_dim, z_dim, hidden,
+        likelihood, gaussian_logvar, seed, n_classes) and the model options it set (beta, k, ...); the ones
+        this model's config has no field for are dropped (the run refuses options that apply to no field
+        before calling this). Models whose fields derive from the generic ones override it."""
+        known = {field.name for field in dataclasses.fields(cls.config_class)}
+        return cls.config_class(**{k: v for k, v in fields.items() if k in known})
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """(numbers in the largest array, numbers in all arrays) that any model built from ``config`` must
+        at least hold, computed from the config alone. A checkpoint loader compares them with a file before
+        building the model, so a forged config cannot make it allocate more than the file could explain.
+        The default claims nothing; the built-in models give real bounds."""
+        return 0, 0
+
+    @classmethod
+    def estimated_training_bytes(cls, config, batch_size):
+        """Roughly the memory training this config takes: float32 weights, gradients and two Adam moments,
+        and the activations kept for the backward pass, from the layer sizes. An estimate to refuse
+        impossible requests up front (a --hidden typed with too many zeros), not a promise."""
+        hidden = list(getattr(config, "hidden", ()))
+        z_dim = sum(getattr(config, "z_dims", None) or (config.z_dim,))
+        encoder, decoder = [config.x_dim, *hidden, 2 * z_dim], [z_dim, *hidden, config.x_dim]
+        parameters = sum(size for chain in (encoder, decoder) for size in weight_sizes(chain, bias=True))
+        codes = getattr(config, "codebook_size", 0)
+        parameters += codes * z_dim + getattr(config, "flow_steps", 0) * (2 * z_dim + 1)
+        components = getattr(config, "components", 1)
+        parameters += (components - 1) * 2 * z_dim * ((hidden or [config.x_dim])[-1] + 1)
+        samples = batch_size * getattr(config, "k", 1) * components
+        activations = samples * (sum(encoder) + sum(decoder) + codes)
+        return 4 * (4 * parameters + 6 * activations)
+
+
+def gaussian_posterior_sample(model, x, n, rng, y=None):
+    """n draws z = μ + σ ε of a diagonal-Gaussian q(z|x) = N(μ, σ²) (``model.encode(x, y)`` gives μ and
+    log σ²) for one example x (1, x_dim): an array (n, z_dim) in the model's dtype."""
+    mu, logvar = (t.numpy()[0] for t in model.encode(x, y))  # (Z,) each
+    eps = rng.standard_normal((n, mu.shape[-1]))  # (n, Z)
+    return (mu + numpy.exp(0.5 * logvar) * eps).astype(model.dtype)
+
+
+def weight_sizes(chain, bias=False):
+    """The number of weights of each layer of an MLP whose widths are ``chain`` ([in, hidden..., out])."""
+    return [(fan_in + bias) * fan_out for fan_in, fan_out in zip(chain[:-1], chain[1:], strict=True)]
+
+
+def mlp_size_lower_bounds(chains, extra_arrays=(), extra_numbers=0):
+    """``Model.size_lower_bounds`` for a model made of MLPs with these width ``chains`` (weights only: the
+    biases and the decoder are left out, so the bound stays a lower bound) plus ``extra_arrays`` (their
+    sizes) and ``extra_numbers`` held in arrays of any size. The largest array is at least the largest
+    width too (its bias)."""
+    arrays = [size for chain in chains for size in weight_sizes(chain)] + list(extra_arrays)
+    widths = [width for chain in chains for width in chain]
+    return max(arrays + widths, default=0), sum(arrays) + extra_numbers
 
 
 def standard_normal_log_prob(z):
-    """log N(z; 0, I) summed over the last axis, as a Tensor."""
+    """log N(z; 0, I) summed over the last axis, as a Tensor (what ``priors.StandardNormal.log_prob`` does,
+    kept for code that has no model at hand)."""
     return F.gaussian_log_prob(z, 0.0, 0.0).sum(axis=-1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, VAEConfig
 
 
@@ -20,6 +21,7 @@ class BetaVAEConfig(VAEConfig):
     beta: float = 4.0  # Higgins et al. report β = 4 for their 2-D shapes experiments
 
 
+@register
 class BetaVAE(VAE):
     name = "beta-vae"
     config_class = BetaVAEConfig

@@ -26,7 +26,9 @@ import dataclasses
 import numpy
 
 import tinyvae.functional as F
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, standard_normal_log_prob
+from tinyvae.models.base import DecoderLikelihood, LossResult, Model
+from tinyvae.models.priors import StandardNormal
+from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, GaussianEncoder, VAEConfig, make_decoder
 from tinyvae.tensor import Tensor
 
@@ -45,6 +47,7 @@ class CVAEConfig(VAEConfig):
             )
 
 
+@register
 class CVAE(VAE):
     """The VAE with the one-hot label concatenated to the encoder's input x and the decoder's input z:
     q(z|x, y), p(x|z, y), p(z) = N(0, I); the bound is Sohn et al. (2015), eq. 4 (module docstring).
@@ -72,7 +75,7 @@ class CVAE(VAE):
             config, rng, in_dim=config.z_dim + config.n_classes
         )  # input: [z, one_hot(y)]
         self.likelihood = DecoderLikelihood(config)
-        self.training_steps = 0  # loss() calls in training mode; drives the KL warm-up
+        self.prior = StandardNormal(config.z_dim, config.dtype)
 
     # ----- the label, as the networks see it -----
     def one_hot(self, labels):
@@ -105,24 +108,20 @@ class CVAE(VAE):
         mu, _ = self._posterior(x, self.check_y(y, x.shape[0]))
         return mu.data
 
-    def loss(self, x, rng, y=None):
-        """−(E_q[log p(x|z, y)] − β·KL(q(z|x, y) ‖ N(0, I))), one sample; ``.elbo`` is the unweighted bound
+    def objective(self, x, rng, y=None):
+        """−(E_q[log p(x|z, y)] − β·KL(q(z|x, y) ‖ p(z))), one sample; ``.elbo`` is the unweighted bound
         on log p(x|y) per example. ``y`` is required: integer labels of shape (B,)."""
-        self.check_loss_call(x, rng)
         x = self.check_x(x)
         labels = self.check_y(y, x.shape[0])
         mu, logvar = self._posterior(x, labels)  # (B, Z) each
         eps = rng.standard_normal(mu.shape).astype(self.dtype)
         z = F.reparameterize(mu, logvar, eps)  # (B, Z)
         recon = self.likelihood.log_prob(self.decode_logits(z, labels), x)  # (B,) log p(x|z, y)
-        if self.config.analytic_kl:
-            kl = F.gaussian_kl(mu, logvar)  # (B,)
-        else:  # single-sample estimate, log q(z|x, y) − log p(z): unbiased, noisier
-            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - standard_normal_log_prob(z)
+        kl = self.prior.analytic_kl(mu, logvar) if self.config.analytic_kl else None  # (B,)
+        if kl is None:  # single-sample estimate, log q(z|x, y) − log p(z): unbiased, noisier
+            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - self.prior.log_prob(z)
         penalty = self._free_bits_kl(mu, logvar) if self.config.free_bits > 0 else kl.mean()
         loss = self.kl_weight() * penalty - recon.mean()
-        if self.training:
-            self.training_steps += 1
         return LossResult(loss, (recon - kl).data, recon=recon, kl=kl)
 
     def log_weights(self, x, k, rng, y=None):
@@ -137,4 +136,4 @@ class CVAE(VAE):
         z = F.reparameterize(mu, logvar, eps)  # (k, B, Z)
         log_px_given_z = self.likelihood.log_prob(self.decode_logits(z, labels), x)  # (k, B)
         log_qz = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1)  # (k, B)
-        return log_px_given_z + standard_normal_log_prob(z) - log_qz
+        return log_px_given_z + self.prior.log_prob(z) - log_qz

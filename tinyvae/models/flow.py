@@ -21,8 +21,10 @@ import numpy
 
 import tinyvae.functional as F
 from tinyvae.flows import FLOWS, FlowSequence
-from tinyvae.models.base import LossResult, check_choice, standard_normal_log_prob
+from tinyvae.models.base import LossResult, check_choice, mlp_size_lower_bounds
+from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, VAEConfig
+from tinyvae.tensor import Tensor
 
 
 @dataclasses.dataclass
@@ -49,6 +51,7 @@ class FlowVAEConfig(VAEConfig):
             )
 
 
+@register
 class FlowVAE(VAE):
     """VAE with a flow posterior q_K (Rezende & Mohamed 2015, eq. 13 and 15); see the module docstring.
 
@@ -61,6 +64,7 @@ class FlowVAE(VAE):
 
     name = "flow"
     gaussian_posterior = False  # encode gives the base density q_0; the posterior is q_K, after the flow
+    posterior_description = "normalizing-flow q(z|x)"
     config_class = FlowVAEConfig
 
     def __init__(self, config):
@@ -85,17 +89,14 @@ class FlowVAE(VAE):
         z_k, log_det = self.flows(z0)  # (..., B, Z), (..., B)
         return z_k, log_q0 - log_det, log_det  # eq. 13: log q_K(z_K) = log q_0(z_0) − Σ log|det J_k|
 
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         """−(E[log p(x|z_K)] − β·(log q_K(z_K|x) − log p(z_K))), one sample (eq. 15)."""
-        self.check_loss_call(x, rng)
         x = self.check_x(x)
         eps = rng.standard_normal((x.shape[0], self.config.z_dim)).astype(self.dtype)  # (B, Z)
         z_k, log_qk, log_det = self._posterior_sample(x, eps)
         recon = self.likelihood.log_prob(self.decoder(z_k), x)  # (B,)
-        kl = log_qk - standard_normal_log_prob(z_k)  # (B,) single-sample KL(q_K ‖ p) estimate
+        kl = log_qk - self.prior.log_prob(z_k)  # (B,) single-sample KL(q_K ‖ p) estimate
         loss = self.kl_weight() * kl.mean() - recon.mean()
-        if self.training:
-            self.training_steps += 1
         return LossResult(loss, (recon - kl).data, recon=recon, kl=kl, log_det=log_det)
 
     def log_weights(self, x, k, rng, y=None):
@@ -105,4 +106,18 @@ class FlowVAE(VAE):
         eps = rng.standard_normal((k, x.shape[0], self.config.z_dim)).astype(self.dtype)  # (k, B, Z)
         z_k, log_qk, _ = self._posterior_sample(x, eps)  # (k, B, Z), (k, B)
         log_px_given_z = self.likelihood.log_prob(self.decoder(z_k), x)  # (k, B)
-        return log_px_given_z + standard_normal_log_prob(z_k) - log_qk
+        return log_px_given_z + self.prior.log_prob(z_k) - log_qk
+
+    def posterior_sample(self, x, n, rng, y=None):
+        """n draws of q_K(z|x) for one example x (1, x_dim): base samples z_0 = μ + σ ε pushed through the
+        flow, z_K = f_K ∘ … ∘ f_1(z_0). An array (n, z_dim)."""
+        z0 = super().posterior_sample(x, n, rng, y)  # (n, Z) from q_0
+        z_k, _ = self.flows(Tensor(z0))
+        return z_k.numpy()
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """The encoder's weights, plus at least z_dim numbers per flow step."""
+        return mlp_size_lower_bounds(
+            [[config.x_dim, *config.hidden, config.z_dim]], extra_numbers=config.flow_steps * config.z_dim
+        )

@@ -41,16 +41,18 @@ import dataclasses
 import numpy
 
 import tinyvae.functional as F
+from tinyvae.autodiff import no_grad
 from tinyvae.models.base import (
     DecoderLikelihood,
     LossResult,
     Model,
     ModelConfig,
     check_flag,
-    standard_normal_log_prob,
+    mlp_size_lower_bounds,
 )
+from tinyvae.models.priors import MarkovChain
+from tinyvae.models.registry import register
 from tinyvae.models.vae import GaussianEncoder, make_decoder
-from tinyvae.tensor import Tensor
 
 
 @dataclasses.dataclass
@@ -93,6 +95,7 @@ class HVAEConfig(ModelConfig):
             )
 
 
+@register
 class HVAE(Model):
     """Markovian hierarchical VAE: p(z_T) Π p(z_{t−1}|z_t) p(x|z_1) and q(z_1|x) Π q(z_t|z_{t−1}) (Luo
     2022, eqs. 6–7), trained on the ELBO of eq. 8 with per-layer KLs ``kl_1`` … ``kl_T`` (module docstring:
@@ -105,6 +108,8 @@ class HVAE(Model):
 
     name = "hvae"
     config_class = HVAEConfig
+    latent_kind = "hierarchical"
+    has_likelihood_bound = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -121,6 +126,7 @@ class HVAE(Model):
         ]
         self.decoder = make_decoder(config, rng, in_dim=dims[0])
         self.likelihood = DecoderLikelihood(config)
+        self.prior = MarkovChain(self.priors, dims[-1], config.dtype)  # p(z_T) Π p(z_t|z_{t+1})
 
     @property
     def n_layers(self):
@@ -156,21 +162,19 @@ class HVAE(Model):
         return recon, pairs
 
     # ----- the interface -----
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         """−mean ELBO (Luo eq. 8), one sample of the chain; terms ``recon`` and ``kl_1`` … ``kl_T`` with
         ELBO = recon − Σ_t kl_t per example (see the module docstring for the estimator)."""
-        self.check_loss_call(x, rng)
         x = self.check_x(x)
         layers = self._infer(x, rng)
         recon, pairs = self._log_joint_terms(x, layers)
         kls = [log_q - log_p for log_q, log_p in pairs]  # KL_t for t < T, single-sample
         z_top, mu_top, logvar_top = layers[-1]
-        if self.config.analytic_kl:
-            kls.append(F.gaussian_kl(mu_top, logvar_top))  # KL(q(z_T|z_{T−1}) ‖ N(0, I)), closed form
-        else:
-            kls.append(
-                F.gaussian_log_prob(z_top, mu_top, logvar_top).sum(axis=-1) - standard_normal_log_prob(z_top)
-            )
+        top = self.prior.top  # p(z_T)
+        kl_top = top.analytic_kl(mu_top, logvar_top) if self.config.analytic_kl else None  # closed form
+        if kl_top is None:
+            kl_top = F.gaussian_log_prob(z_top, mu_top, logvar_top).sum(axis=-1) - top.log_prob(z_top)
+        kls.append(kl_top)
         elbo = recon
         for kl in kls:
             elbo = elbo - kl  # (B,)
@@ -196,15 +200,6 @@ class HVAE(Model):
             )
         return self.decoder(z)
 
-    def sample_latents(self, n, rng):
-        """z_1 drawn from the prior chain top-down, z_T ~ N(0, I) then z_{t−1} ~ p(z_{t−1}|z_t): an array of
-        shape (n, z_dims[0]), what ``decode`` takes."""
-        z = Tensor(rng.standard_normal((n, self.config.z_dims[-1])).astype(self.dtype))  # (n, Z_T) ~ p(z_T)
-        for prior in reversed(self.priors):
-            mu, logvar = prior(z)
-            z = F.reparameterize(mu, logvar, rng.standard_normal(mu.shape).astype(self.dtype))
-        return z.data
-
     def log_weights(self, x, k, rng, y=None):
         """log p(x, z_{1:T}) − log q(z_{1:T}|x) for k bottom-up samples of the chain: shape (k, B), a Tensor.
 
@@ -216,9 +211,42 @@ class HVAE(Model):
         z_top, mu_top, logvar_top = layers[-1]
         weight = (
             recon
-            + standard_normal_log_prob(z_top)
+            + self.prior.top.log_prob(z_top)
             - F.gaussian_log_prob(z_top, mu_top, logvar_top).sum(axis=-1)
         )
         for log_q, log_p in pairs:
             weight = weight + log_p - log_q  # (k, B)
         return weight
+
+    # ----- what this model adds to evaluation, and how a run configures it -----
+    def extra_metrics(self, x, y=None):
+        """The mean KL of each layer, ``kl_1`` … ``kl_T`` in nats, on x (one sample of the chain, a fixed
+        seed): where the hierarchy puts its information, and which layers collapsed to the prior."""
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                result = self.loss(x, numpy.random.default_rng(0))
+        finally:
+            self.train(was_training)
+        terms = result.terms.items()
+        return {name: float(numpy.mean(value)) for name, value in terms if name.startswith("kl_")}
+
+    @classmethod
+    def config_from_run(cls, fields):
+        """``z_dim`` of a run sets the bottom layer; the layer above gets half as many (at least 1) unless
+        the run gives ``z_dims`` itself."""
+        fields = dict(fields)
+        if fields.get("z_dims") is None:
+            z_dim = fields.get("z_dim") or 20
+            fields["z_dims"] = (z_dim, max(1, z_dim // 2))
+        fields.pop("z_dim", None)
+        return super().config_from_run(fields)
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """An inference MLP per layer (x or z_{t−1} → z_t) and a prior MLP per conditional (z_{t+1} → z_t)."""
+        dims, hidden = config.z_dims, list(config.hidden)
+        chains = [[p, *hidden, z] for p, z in zip([config.x_dim, *dims[:-1]], dims, strict=True)]
+        chains += [[above, *hidden, z] for z, above in zip(dims[:-1], dims[1:], strict=True)]
+        return mlp_size_lower_bounds(chains)

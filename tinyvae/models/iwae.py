@@ -20,6 +20,7 @@ import numpy
 
 import tinyvae.functional as F
 from tinyvae.models.base import LossResult, check_integer
+from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, VAEConfig
 
 
@@ -43,6 +44,7 @@ class IWAEConfig(VAEConfig):
                 )
 
 
+@register
 class IWAE(VAE):
     """A VAE trained on the K-sample importance-weighted bound L_K (Burda et al. 2016, eq. 8).
 
@@ -58,15 +60,12 @@ class IWAE(VAE):
     name = "iwae"
     config_class = IWAEConfig
 
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         """−(1/B) Σ_b L_K(x_b), with L_K = logsumexp_k(log w_k) − log K (Burda et al. 2016, eq. 8)."""
-        self.check_loss_call(x, rng)
         k = self.config.k
         log_w = self.log_weights(x, k, rng)  # (K, B): log p(x, z_k) − log q(z_k|x)
         bound = F.logsumexp(log_w, axis=0) - math.log(k)  # (B,)
         loss = -bound.mean()
-        if self.training:
-            self.training_steps += 1
         weights = numpy.asarray(log_w.data, dtype=numpy.float64)  # (K, B)
         # ESS = exp(2 logsumexp(log w) − logsumexp(2 log w)), the ratio computed without leaving log space.
         ess = numpy.exp(2 * _logsumexp(weights) - _logsumexp(2 * weights))  # (B,)

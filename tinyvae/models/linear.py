@@ -34,7 +34,16 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import nn
 from tinyvae.autodiff import no_grad
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig, standard_normal_log_prob
+from tinyvae.models.base import (
+    DecoderLikelihood,
+    LossResult,
+    Model,
+    ModelConfig,
+    gaussian_posterior_sample,
+    mlp_size_lower_bounds,
+)
+from tinyvae.models.priors import StandardNormal
+from tinyvae.models.registry import register
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -62,6 +71,7 @@ class LinearGaussianConfig(ModelConfig):
             raise ValueError(f"{name}: hidden must be () (the model is linear), got {self.hidden}")
 
 
+@register
 class LinearGaussianVAE(Model):
     """PPCA / factor analysis decoder with a linear diagonal-Gaussian encoder; see the module docstring.
 
@@ -71,6 +81,8 @@ class LinearGaussianVAE(Model):
 
     name = "linear"
     gaussian_posterior = True
+    has_likelihood_bound = True
+    posterior_description = "diagonal Gaussian q(z|x)"
     config_class = LinearGaussianConfig
 
     def __init__(self, config):
@@ -85,6 +97,7 @@ class LinearGaussianVAE(Model):
         self.c = nn.Parameter(numpy.zeros(Z, dtype=dtype))
         self.s = nn.Parameter(numpy.zeros(Z, dtype=dtype))  # log variances of q(z|x), shared by all x
         self.likelihood = DecoderLikelihood(config)
+        self.prior = StandardNormal(Z, dtype)  # the closed forms below assume exactly this prior
 
     # ----- the interface -----
     def encode(self, x, y=None):
@@ -101,15 +114,14 @@ class LinearGaussianVAE(Model):
         mu, _ = self.encode(x)
         return mu.data
 
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         """−ELBO with one reparameterised sample and the analytic KL (Kingma & Welling 2014, eq. 10)."""
-        self.check_loss_call(x, rng)
         x = self.check_x(x)
         mu, logvar = self.encode(x)  # (B, Z)
         eps = rng.standard_normal(mu.shape).astype(self.dtype)
         z = F.reparameterize(mu, logvar, eps)  # (B, Z)
         recon = self.likelihood.log_prob(self.decode_logits(z), x)  # (B,)
-        kl = F.gaussian_kl(mu, logvar)  # (B,)
+        kl = self.prior.analytic_kl(mu, logvar)  # (B,)
         return LossResult(kl.mean() - recon.mean(), (recon - kl).data, recon=recon, kl=kl)
 
     def log_weights(self, x, k, rng, y=None):
@@ -121,7 +133,23 @@ class LinearGaussianVAE(Model):
         z = F.reparameterize(mu, logvar, eps)  # (k, B, Z)
         log_px_given_z = self.likelihood.log_prob(self.decode_logits(z), x)  # (k, B)
         log_qz = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1)  # (k, B)
-        return log_px_given_z + standard_normal_log_prob(z) - log_qz
+        return log_px_given_z + self.prior.log_prob(z) - log_qz
+
+    def posterior_sample(self, x, n, rng, y=None):
+        """n draws z = μ + σ ε of q(z|x) for one example x (1, x_dim): an array (n, z_dim)."""
+        return gaussian_posterior_sample(self, x, n, rng, y)
+
+    @classmethod
+    def config_from_run(cls, fields):
+        """The model is linear with a Gaussian p(x|z) and a fixed unit noise variance (PPCA): a run's hidden
+        sizes and likelihood do not apply to it."""
+        linear = {"hidden": (), "likelihood": "gaussian", "gaussian_logvar": 0.0}
+        return super().config_from_run({**fields, **linear})
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """The decoder's W (z_dim, x_dim) and the encoder's A (x_dim, z_dim)."""
+        return mlp_size_lower_bounds([[config.x_dim, config.z_dim], [config.z_dim, config.x_dim]])
 
     # ----- the exact answers, in float64 NumPy -----
     def noise_variance(self):

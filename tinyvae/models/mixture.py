@@ -40,7 +40,9 @@ import numpy
 
 import tinyvae.functional as F
 from tinyvae import nn
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, standard_normal_log_prob
+from tinyvae.models.base import DecoderLikelihood, LossResult, Model, mlp_size_lower_bounds
+from tinyvae.models.priors import StandardNormal
+from tinyvae.models.registry import register
 from tinyvae.models.vae import VAEConfig, make_decoder
 
 
@@ -92,6 +94,7 @@ def mixture_log_prob(z, log_pi, mu, logvar):
     return F.logsumexp(per_component + log_pi, axis=-1)  # (S, B)
 
 
+@register
 class MixtureVAE(Model):
     """VAE with a mixture-of-Gaussians posterior and the stratified Monte-Carlo bound of the module
     docstring (Roeder et al. 2017; Morningstar et al. 2021).
@@ -103,6 +106,8 @@ class MixtureVAE(Model):
 
     name = "mixture"
     config_class = MixtureVAEConfig
+    has_likelihood_bound = True
+    posterior_description = "mixture-of-Gaussians q(z|x)"
 
     def __init__(self, config):
         super().__init__(config)
@@ -112,7 +117,7 @@ class MixtureVAE(Model):
         )
         self.decoder = make_decoder(config, rng)
         self.likelihood = DecoderLikelihood(config)
-        self.training_steps = 0  # loss() calls in training mode; drives the KL warm-up
+        self.prior = StandardNormal(config.z_dim, config.dtype)
 
     def encode(self, x, y=None):
         """(log π, μ, log σ²) of q(z|x): Tensors of shapes (B, K), (B, K, Z), (B, K, Z)."""
@@ -132,22 +137,19 @@ class MixtureVAE(Model):
             return self.config.beta
         return self.config.beta * min(1.0, self.training_steps / self.config.warmup_steps)
 
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         """−(recon − β·kl), both π-weighted over one reparameterised sample per component (stratified)."""
-        self.check_loss_call(x, rng)
         x = self.check_x(x)
         log_pi, mu, logvar = self.encoder(x)  # (B, K), (B, K, Z), (B, K, Z)
         mu_kb, logvar_kb = mu.transpose(1, 0, 2), logvar.transpose(1, 0, 2)  # (K, B, Z): components lead
         eps = rng.standard_normal(mu_kb.shape).astype(self.dtype)  # (K, B, Z): one draw per component
         z = F.reparameterize(mu_kb, logvar_kb, eps)  # (K, B, Z)  z_k ~ N(μ_k, σ_k²)
         recon_k = self.likelihood.log_prob(self.decoder(z), x)  # (K, B)  log p(x|z_k)
-        kl_k = mixture_log_prob(z, log_pi, mu, logvar) - standard_normal_log_prob(z)  # (K, B)
+        kl_k = mixture_log_prob(z, log_pi, mu, logvar) - self.prior.log_prob(z)  # (K, B)
         pi = F.exp(log_pi).transpose(1, 0)  # (K, B)
         recon = (pi * recon_k).sum(axis=0)  # (B,)  Σ_k π_k log p(x|z_k)
         kl = (pi * kl_k).sum(axis=0)  # (B,)  Σ_k π_k [log q(z_k|x) − log p(z_k)]
         loss = self.kl_weight() * kl.mean() - recon.mean()
-        if self.training:
-            self.training_steps += 1
         return LossResult(loss, (recon - kl).data, recon=recon, kl=kl)
 
     def log_weights(self, x, k, rng, y=None):
@@ -168,4 +170,18 @@ class MixtureVAE(Model):
         eps = rng.standard_normal((k, batch, self.config.z_dim)).astype(self.dtype)  # (k, B, Z)
         z = F.reparameterize(mu[rows, component], logvar[rows, component], eps)  # (k, B, Z)
         log_px_given_z = self.likelihood.log_prob(self.decoder(z), x)  # (k, B)
-        return log_px_given_z + standard_normal_log_prob(z) - mixture_log_prob(z, log_pi, mu, logvar)
+        return log_px_given_z + self.prior.log_prob(z) - mixture_log_prob(z, log_pi, mu, logvar)
+
+    def posterior_sample(self, x, n, rng, y=None):
+        """n draws of q(z|x) for one example x (1, x_dim): a component c ~ Cat(π), then z = μ_c + σ_c ε.
+        An array (n, z_dim)."""
+        log_pi, mu, logvar = (t.numpy()[0] for t in self.encode(x))  # (K,), (K, Z), (K, Z)
+        pi = numpy.exp(log_pi - log_pi.max())
+        component = rng.choice(len(pi), size=n, p=pi / pi.sum())  # (n,)
+        eps = rng.standard_normal((n, mu.shape[-1]))  # (n, Z)
+        return (mu[component] + numpy.exp(0.5 * logvar[component]) * eps).astype(self.dtype)
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """The encoder's weights x_dim → hidden → components·z_dim (it outputs more: π and log σ² too)."""
+        return mlp_size_lower_bounds([[config.x_dim, *config.hidden, config.components * config.z_dim]])

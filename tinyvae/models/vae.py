@@ -28,8 +28,11 @@ from tinyvae.models.base import (
     check_flag,
     check_integer,
     check_number,
-    standard_normal_log_prob,
+    gaussian_posterior_sample,
+    mlp_size_lower_bounds,
 )
+from tinyvae.models.priors import StandardNormal
+from tinyvae.models.registry import register
 
 
 @dataclasses.dataclass
@@ -73,12 +76,19 @@ def make_decoder(config, rng, in_dim=None):
     return nn.MLP(sizes, activation=config.activation, rng=rng, dtype=config.dtype)
 
 
+@register
 class VAE(Model):
-    """Diagonal-Gaussian encoder, N(0, I) prior, Bernoulli or Gaussian decoder; see the module docstring."""
+    """Diagonal-Gaussian encoder, N(0, I) prior, Bernoulli or Gaussian decoder; see the module docstring.
+
+    The prior is ``self.prior`` (:class:`~tinyvae.models.priors.StandardNormal`): a subclass that sets
+    another one (a learned or mixture prior, say) keeps every loss and bound of this class, with the KL
+    estimated by Monte Carlo where the new prior has no closed form."""
 
     name = "vae"
     config_class = VAEConfig
     gaussian_posterior = True
+    has_likelihood_bound = True
+    posterior_description = "diagonal Gaussian q(z|x)"
 
     def __init__(self, config):
         super().__init__(config)
@@ -88,7 +98,7 @@ class VAE(Model):
         )
         self.decoder = make_decoder(config, rng)
         self.likelihood = DecoderLikelihood(config)
-        self.training_steps = 0  # loss() calls in training mode; drives the KL warm-up
+        self.prior = StandardNormal(config.z_dim, config.dtype)
 
     def encode(self, x, y=None):
         """(μ, log σ²) of q(z|x), Tensors of shape (B, z_dim)."""
@@ -107,22 +117,18 @@ class VAE(Model):
             return self.config.beta
         return self.config.beta * min(1.0, self.training_steps / self.config.warmup_steps)
 
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng, y=None):
         """−(E_q[log p(x|z)] − β·KL), one sample; ``.elbo`` is the unweighted bound per example."""
-        self.check_loss_call(x, rng)
         x = self.check_x(x)
         mu, logvar = self.encoder(x)  # (B, Z) each
         eps = rng.standard_normal(mu.shape).astype(self.dtype)
         z = F.reparameterize(mu, logvar, eps)  # (B, Z)
         recon = self.likelihood.log_prob(self.decoder(z), x)  # (B,) log p(x|z)
-        if self.config.analytic_kl:
-            kl = F.gaussian_kl(mu, logvar)  # (B,)
-        else:  # single-sample estimate, log q(z|x) − log p(z): unbiased, noisier
-            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - standard_normal_log_prob(z)
+        kl = self.prior.analytic_kl(mu, logvar) if self.config.analytic_kl else None  # (B,)
+        if kl is None:  # single-sample estimate, log q(z|x) − log p(z): unbiased, noisier
+            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - self.prior.log_prob(z)
         penalty = self._free_bits_kl(mu, logvar) if self.config.free_bits > 0 else kl.mean()
         loss = self.kl_weight() * penalty - recon.mean()
-        if self.training:
-            self.training_steps += 1
         return LossResult(loss, (recon - kl).data, recon=recon, kl=kl)
 
     def _free_bits_kl(self, mu, logvar):
@@ -143,4 +149,13 @@ class VAE(Model):
         z = F.reparameterize(mu, logvar, eps)  # (k, B, Z)
         log_px_given_z = self.likelihood.log_prob(self.decoder(z), x)  # (k, B)
         log_qz = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1)  # (k, B)
-        return log_px_given_z + standard_normal_log_prob(z) - log_qz
+        return log_px_given_z + self.prior.log_prob(z) - log_qz
+
+    def posterior_sample(self, x, n, rng, y=None):
+        """n draws z = μ + σ ε of q(z|x) for one example x (1, x_dim): an array (n, z_dim)."""
+        return gaussian_posterior_sample(self, x, n, rng, y)
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """The encoder's weights x_dim → hidden → z_dim (a lower bound: its output is 2·z_dim wide)."""
+        return mlp_size_lower_bounds([[config.x_dim, *config.hidden, config.z_dim]])

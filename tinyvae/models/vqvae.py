@@ -35,13 +35,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 
 import numpy
 
 import tinyvae.functional as F
 from tinyvae import nn
 from tinyvae.autodiff import no_grad
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, ModelConfig, check_flag, check_number
+from tinyvae.models.base import (
+    DecoderLikelihood,
+    LossResult,
+    Model,
+    ModelConfig,
+    check_flag,
+    check_number,
+    mlp_size_lower_bounds,
+)
+from tinyvae.models.priors import UniformCodes
+from tinyvae.models.registry import register
 from tinyvae.models.vae import make_decoder
 from tinyvae.tensor import Tensor
 
@@ -136,6 +147,7 @@ def kmeans_plus_plus(points, k, rng):
     return points[chosen].copy()  # (k, D), in the input dtype
 
 
+@register
 class VQVAE(Model):
     """Encoder MLP → L vectors z_e → nearest codes z_q → decoder MLP; see the module docstring.
 
@@ -147,6 +159,8 @@ class VQVAE(Model):
 
     name = "vqvae"
     config_class = VQVAEConfig
+    latent_kind = "discrete"
+    needs_rng = False  # the loss samples nothing; rng only seeds k-means++ and dead-code restarts
 
     def __init__(self, config):
         super().__init__(config)
@@ -171,7 +185,7 @@ class VQVAE(Model):
         # (K,) training calls since each code was last chosen; drives dead-code restart
         self.steps_unused = numpy.zeros(c.codebook_size, dtype=numpy.int64)
         self.codebook_initialised = not c.kmeans_init
-        self.training_steps = 0  # loss() calls in training mode
+        self.prior = UniformCodes(lambda: self.codebook.numpy(), c.latent_vectors)
         self.reset_usage()
 
     # ----- the pieces of the loss -----
@@ -218,7 +232,7 @@ class VQVAE(Model):
             "indices": indices,
         }
 
-    def loss(self, x, rng, y=None):
+    def objective(self, x, rng=None, y=None):
         """−log p(x|z_q) + ‖sg[z_e] − e‖² + β‖z_e − sg[e]‖², batch mean (eq. 3); ``.elbo`` = recon − L log K.
 
         With ``ema`` the codebook term is reported but left out of the loss. In training mode this call
@@ -226,7 +240,6 @@ class VQVAE(Model):
         call only, before the quantisation), the EMA update (:meth:`update_codebook`), then dead-code restart
         (:meth:`restart_dead_codes`, with ``rng``). The usage counts of :meth:`usage` grow in both modes.
         ``rng``: a Generator, an int seed or None (fresh entropy); it is used in training mode only."""
-        self.check_loss_call(x, rng, rng_required=False)
         terms = self.loss_terms(x, rng)
         recon, codebook_term, commitment = terms["recon"], terms["codebook"], terms["commitment"]
         loss = self.config.commitment * commitment.mean() - recon.mean()
@@ -241,7 +254,6 @@ class VQVAE(Model):
             self._track_unused(indices)
             if self.config.dead_code_restart:
                 self.restart_dead_codes(flat_z_e, nn.as_generator(rng))
-            self.training_steps += 1
         elbo = recon.data - self.num_vectors * math.log(self.num_codes)  # KL = log K per latent vector
         return LossResult(loss, elbo, recon=recon, codebook=codebook_term, commitment=commitment)
 
@@ -333,11 +345,33 @@ class VQVAE(Model):
         z_q, _ = self.encode(x)
         return z_q.reshape(z_q.shape[0], -1)
 
-    def sample_latents(self, n, rng):
-        """(n, L·D) codes drawn uniformly from the codebook: the uniform prior of the bound, untrained.
-        Good samples need the autoregressive prior over indices that the paper fits after training."""
-        indices = rng.integers(self.num_codes, size=(n, self.num_vectors))  # (n, L)
-        return self.codebook.numpy()[indices].reshape(n, -1)
+    # ``sample`` draws codes from ``self.prior``, uniform over the codebook: the untrained prior of the
+    # bound. Good samples need the autoregressive prior over indices that the paper fits after training.
+
+    # ----- what this model adds to training, evaluation and the figures -----
+    def start_epoch(self):
+        """Usage is counted per epoch (the progress bar's "codes" field)."""
+        self.reset_usage()
+
+    def progress_fields(self):
+        return {"codes": int(self.usage()["codes_used"])}
+
+    def extra_metrics(self, x, y=None):
+        """Codebook perplexity and the number of codes used by the examples x (see :func:`usage_stats`)."""
+        usage = self.codebook_usage(x)
+        return {"perplexity": float(usage["perplexity"]), "codes_used": int(usage["codes_used"])}
+
+    def extra_figures(self, out_dir, x, y=None, rng=None):
+        """codebook_usage.png: how often the examples x choose each code."""
+        from tinyvae import plots  # figures sit above the models
+
+        return [plots.codebook_usage_hist(self, x, pathlib.Path(out_dir) / "codebook_usage.png")]
+
+    @classmethod
+    def size_lower_bounds(cls, config):
+        """The encoder's weights x_dim → hidden → L·D, and the codebook (K, D)."""
+        chain = [config.x_dim, *config.hidden, config.latent_vectors * config.code_dim]
+        return mlp_size_lower_bounds([chain], extra_arrays=[config.codebook_size * config.code_dim])
 
     # ----- saving: the codebook state that is not a parameter -----
     BUFFERS = ("ema_count", "ema_sum", "steps_unused", "codebook_initialised")
