@@ -98,7 +98,7 @@ def test_resume_continues_to_the_new_epoch_count(tmp_path):
     "args, message",
     [
         (["train", "--epochs", "0"], "expected a positive integer, got 0"),
-        (["train", "--lr", "-1"], "expected a finite number >= 0, got -1"),
+        (["train", "--lr", "-1"], "expected a finite number > 0, got -1"),
         (["train", "--hidden", "400,abc"], "expected comma-separated layer sizes"),
         (["train", "--model", "gan"], "invalid choice: 'gan'"),
         (["train", "--data", "cifar"], "invalid choice: 'cifar'"),

@@ -275,3 +275,87 @@ def read_settings(run_dir):
     """The validated settings of the run in ``run_dir`` (read_config, then validate_settings)."""
     payload = read_config(run_dir)
     return validate_settings(payload["settings"], os.path.join(run_dir, CONFIG_NAME))
+
+
+# ---------------------------------------------------------------- making, taking and undoing a new run
+
+
+def check_new_run_dir(out, overwrite):
+    """Refuse, changing nothing, a new run in ``out`` that would mix with or delete something: an existing
+    non-empty folder needs ``overwrite``, and must then be a tinyvae run holding nothing but run files.
+    Returns whether there is an old run to replace."""
+    occupied = os.path.isdir(out) and [name for name in os.listdir(out) if name != LOCK_NAME]
+    if not occupied:
+        return False
+    if not overwrite:
+        raise RunDirError(
+            f"run directory {out} already exists; pass --resume to continue it or --overwrite to start over"
+        )
+    try:
+        read_config(out)
+    except RunDirError as error:
+        raise RunDirError(f"--overwrite refused: {error}; nothing was deleted") from None
+    foreign = foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        raise RunDirError(
+            f"--overwrite refused: {out} holds files a tinyvae run does not write, which would be lost: "
+            f"{shown}; move them out first. Nothing was deleted"
+        )
+    return True
+
+
+def claim_new_run_dir(out, overwrite):
+    """Make or take ``out`` for a new run and lock it; returns (lock, created). Under the lock the folder
+    is checked again (another writer may have filled it since) and the old run's files are removed."""
+    created = not os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise RunDirError(f"cannot create run directory {out}: {error.strerror}") from None
+    try:
+        lock = RunLock(out, command_line()).acquire()
+    except RunDirError:
+        if created:
+            remove_if_empty(out)
+        raise
+    try:
+        if check_new_run_dir(out, overwrite):
+            remove_run_files(out)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, created
+
+
+def remove_if_empty(folder):
+    try:
+        os.rmdir(folder)
+    except OSError:  # not empty (another process's files), or already gone: leave it
+        pass
+
+
+def abandon_new_run(run_dir, lock, created):
+    """Undo a new run that saved no checkpoint, so that the same command can simply be run again: remove
+    the files it wrote, its lock, and the folder if it made it. Returns False (and changes nothing) when
+    a checkpoint exists."""
+    if os.path.exists(os.path.join(run_dir, "last.npz")):
+        return False
+    remove_run_files(run_dir)
+    lock.release()
+    lock_path = os.path.join(run_dir, LOCK_NAME)
+    if os.path.exists(lock_path):
+        os.unlink(lock_path)
+    if created:
+        remove_if_empty(run_dir)
+    return True
+
+
+def record_resume(run_dir, settings, done, changed):
+    """config.json after a resume: the settings now in force, and which ones changed after which epoch."""
+    from tinyvae.checkpoint import atomic_write_bytes
+
+    payload = read_config(run_dir)
+    payload["settings"] = settings
+    payload.setdefault("resumes", []).append({"after_epoch": done, "changed": changed})
+    atomic_write_bytes(os.path.join(run_dir, CONFIG_NAME), json.dumps(payload, indent=2).encode())

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
+import pathlib
 import platform
 import signal
+import sys
 import threading
 import time
 
@@ -289,3 +292,427 @@ def resume(run_dir, optimizer_factory, expected_model=None, expected_config=None
     except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path}: its training state does not fit: {error}") from error
     return model, optimizer, rng, meta["history"], epoch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One run, as `tinyvae train` makes it: RunConfig → run(config) → the run directory
+
+
+class RunConfigError(ValueError):
+    """A RunConfig that cannot be run: the message names the field (as its command-line flag), the value
+    and what was expected. Nothing was read, trained or written."""
+
+
+# What a new run uses for the fields left None (a resumed run uses what it recorded instead).
+RUN_DEFAULTS = {"model": "vae", "data": "mnist5k", "epochs": 30, "batch_size": 128, "lr": 1e-3, "seed": 0}
+RESUME_MAY_CHANGE = ("epochs", "lr", "batch_size")  # a resume applies these and records the change
+# Fields a run's model config takes from the run rather than from model_options.
+RUN_SET_MODEL_FIELDS = ("x_dim", "z_dim", "hidden", "likelihood", "seed", "n_classes", "dtype")
+
+
+def _flag_field(help_text, default=None):
+    """A RunConfig field with its help text: the command line's --help is generated from these."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """One training run: each field is a flag of `tinyvae train` (``batch_size`` is ``--batch-size``), its
+    help text the field's description.
+
+    A field left None takes its default in a new run (:data:`RUN_DEFAULTS`, or the data's default for the
+    model fields) and the recorded value in a resumed one. ``model_options`` holds the model's own config
+    fields (``{"beta": 4.0}``, ``{"k": 10}``, ``{"ema": True}``: see each model's config class); each must
+    be a field of the chosen model's config. :meth:`validate` checks everything that can be checked
+    without data; :func:`run` runs it.
+    """
+
+    model: str | None = _flag_field("which model, a registered name (default vae)")
+    data: str | None = _flag_field("dataset (default mnist5k, embedded)")
+    epochs: int | None = _flag_field("epochs in total; a resumed run continues up to this many (default 30)")
+    batch_size: int | None = _flag_field("minibatch size (default 128)")
+    lr: float | None = _flag_field("Adam learning rate (default 1e-3)")
+    seed: int | None = _flag_field("seeds the weights, shuffling and noise (default 0)")
+    latent_dim: int | None = _flag_field("latent dimensions (default 20; 2 for 2-D toys)")
+    hidden: tuple | None = _flag_field("hidden layer sizes, e.g. 400 or 512,256 (default 400; 64,64 on toys)")
+    likelihood: str | None = _flag_field("decoder (default by dataset: gaussian on the 2-D toys)")
+    pixels: str | None = _flag_field("pixel mode of the training split (default by likelihood)")
+    # The model's own config fields, e.g. {"beta": 4.0}: on the command line, one flag each (--beta 4).
+    model_options: dict = dataclasses.field(default_factory=dict)
+    out: str | None = _flag_field("run directory (default runs/MODEL-DATA-seedSEED)")
+    resume: bool = _flag_field(
+        "continue the run in --out from its last.npz (--epochs, --lr, --batch-size may change)", False
+    )
+    overwrite: bool = _flag_field(
+        "replace the tinyvae run in --out (only the files a run writes are removed)", False
+    )
+    data_dir: str | None = _flag_field("where the IDX files of mnist / fashion-mnist are")
+    limit: int | None = _flag_field("use only the first N training examples (quick runs)")
+    progress: bool = _flag_field(
+        "a live progress bar on a terminal (--no-progress: one line per epoch)", True
+    )
+    plots: bool = _flag_field("draw the figures at the end (--no-plots: skip them)", True)
+
+    # ----- checks -----
+    def validate(self):
+        """Refuse, with a :class:`RunConfigError`, any field a run could not use (before anything runs)."""
+        from tinyvae import data, models
+
+        def positive_int(name, value):
+            if value is not None and not (_is_int(value) and value >= 1):
+                raise RunConfigError(f"{_flag(name)}: expected a positive integer, got {value!r}")
+
+        for name in ("epochs", "batch_size", "latent_dim", "limit"):
+            positive_int(name, getattr(self, name))
+        if self.lr is not None and not (_is_number(self.lr) and 0 < self.lr < math.inf):
+            raise RunConfigError(f"--lr: expected a finite number > 0, got {self.lr!r}")
+        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed < 2**63):
+            raise RunConfigError(f"--seed: expected a seed in 0 .. 2**63 - 1, got {self.seed!r}")
+        if self.hidden is not None and not (
+            isinstance(self.hidden, tuple | list)
+            and self.hidden
+            and all(_is_int(h) and h >= 1 for h in self.hidden)
+        ):
+            raise RunConfigError(
+                f"--hidden: expected positive layer sizes like (400,) or (512, 256), got {self.hidden!r}"
+            )
+        choices = {
+            "model": tuple(sorted(models.MODELS)),
+            "data": data.DATASETS,
+            "likelihood": ("bernoulli", "gaussian"),
+            "pixels": data.PIXEL_MODES,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise RunConfigError(f"{_flag(name)}: expected one of {', '.join(allowed)}, got {value!r}")
+        if self.resume and self.overwrite:
+            raise RunConfigError("--resume and --overwrite contradict each other: choose one")
+        if not isinstance(self.model_options, dict):
+            raise RunConfigError(
+                f"model_options: expected a dict of model config fields, got {self.model_options!r}"
+            )
+        model = models.MODELS[self.model or RUN_DEFAULTS["model"]]
+        known = {field.name for field in dataclasses.fields(model.config_class)}
+        for name in self.model_options:
+            if name not in known or name in RUN_SET_MODEL_FIELDS:
+                options = sorted(known - set(RUN_SET_MODEL_FIELDS))
+                raise RunConfigError(
+                    f"{_flag(name)} does not apply to --model {model.name} (its options: "
+                    f"{', '.join(map(_flag, options)) or 'none'})"
+                )
+        return self
+
+    def run_dir(self):
+        """Where the run goes: ``out``, or runs/MODEL-DATA-seedSEED."""
+        if self.out is not None:
+            return str(self.out)
+        values = {name: getattr(self, name) or RUN_DEFAULTS[name] for name in ("model", "data")}
+        seed = RUN_DEFAULTS["seed"] if self.seed is None else self.seed
+        return os.path.join("runs", f"{values['model']}-{values['data']}-seed{seed}")
+
+    # ----- what a new run builds -----
+    def new_settings(self):
+        """The settings of a new run (None fields defaulted), without the model config."""
+        chosen = {
+            name: getattr(self, name) for name in ("model", "data", "epochs", "batch_size", "lr", "seed")
+        }
+        settings = {name: RUN_DEFAULTS[name] if value is None else value for name, value in chosen.items()}
+        settings.update(
+            pixels=self.pixels,
+            limit=self.limit,
+            data_dir=None if self.data_dir is None else str(self.data_dir),
+        )
+        return settings
+
+    def model_fields(self, settings, x_dim, n_classes):
+        """The generic fields and model options a model's ``config_from_run`` receives."""
+        toy = settings["data"] in data_module().TOY_DATASETS
+        likelihood = self.likelihood or ("gaussian" if toy else "bernoulli")
+        fields = {
+            "x_dim": int(x_dim),
+            "z_dim": self.latent_dim or (2 if toy else 20),
+            "hidden": tuple(self.hidden) if self.hidden else ((64, 64) if toy else (400,)),
+            "likelihood": likelihood,
+            "seed": settings["seed"],
+            "n_classes": int(n_classes),
+        }
+        if likelihood == "gaussian":
+            fields["gaussian_logvar"] = (
+                None  # learn the decoder's variance: a fixed σ = 1 would blur everything
+            )
+        fields.update(self.model_options)
+        return fields
+
+    # ----- what a resumed run may not change -----
+    def resume_conflicts(self, settings):
+        """'--flag value (recorded: value)' for every field set here that would change the recorded run."""
+        recorded_model = settings["model_config"]
+        wanted = {
+            name: getattr(self, name) for name in ("model", "data", "seed", "pixels", "limit", "data_dir")
+        }
+        recorded = {name: settings[name] for name in wanted}
+        wanted.update(
+            z_dim=self.latent_dim, hidden=self.hidden, likelihood=self.likelihood, **self.model_options
+        )
+        recorded.update({name: recorded_model.get(name) for name in wanted if name not in recorded})
+        conflicts = []
+        for name, value in wanted.items():
+            if value is None:
+                continue
+            value, found = _comparable(value), _comparable(recorded[name])
+            if value != found:
+                flag = "--latent-dim" if name == "z_dim" else _flag(name)
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                conflicts.append(f"{flag} {shown} (recorded: {found})")
+        return conflicts
+
+
+def data_module():
+    from tinyvae import data
+
+    return data
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(value):
+    return isinstance(value, int | numpy.integer) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, int | float | numpy.integer | numpy.floating) and not isinstance(value, bool)
+
+
+def _comparable(value):
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def load_splits(settings, rng=None):
+    """The train and test splits a run's ``settings`` describe, with the pixels its decoder needs."""
+    from tinyvae import data
+
+    likelihood = settings["model_config"]["likelihood"]
+    train_pixels = settings.get("pixels") or data.default_pixels(likelihood, "train")
+    common = {"data_dir": settings.get("data_dir")}
+    rng = numpy.random.default_rng(settings["seed"]) if rng is None else rng
+    train = data.load_dataset(
+        settings["data"], "train", pixels=train_pixels, rng=rng, n=settings.get("limit"), **common
+    )
+    test = data.load_dataset(
+        settings["data"], "test", pixels=data.default_pixels(likelihood, "test"), **common
+    )
+    return train, test
+
+
+def _physical_memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed, what, advice):
+    """Refuse (RunConfigError) what would need more than 80% of this machine's memory."""
+    available = _physical_memory_bytes()
+    if available is not None and needed > 0.8 * available:
+        raise RunConfigError(
+            f"{what} would need about {needed / 2**30:,.1f} GiB, more than this machine's "
+            f"{available / 2**30:,.1f} GiB of memory; {advice}"
+        )
+
+
+def build_model(config, settings):
+    """The model of a new run and its recorded config, every refusal happening before anything is written."""
+    from tinyvae import data, models
+
+    likelihood = config.likelihood or ("gaussian" if settings["data"] in data.TOY_DATASETS else "bernoulli")
+    probe = data.load_dataset(
+        settings["data"],
+        "test",
+        pixels=data.default_pixels(likelihood, "test"),
+        data_dir=settings["data_dir"],
+    )
+    cls = models.MODELS[settings["model"]]
+    try:
+        model_config = cls.config_from_run(config.model_fields(settings, probe.x.shape[1], probe.n_classes))
+    except (ValueError, TypeError) as error:
+        raise RunConfigError(str(error)) from error
+    toy_points = (
+        3 * model_config.x_dim * (settings["limit"] or 0) * 4 if settings["data"] in data.TOY_DATASETS else 0
+    )
+    check_memory(
+        cls.estimated_training_bytes(model_config, settings["batch_size"]) + toy_points,
+        "this model and batch",
+        "choose smaller sizes (--hidden, --latent-dim, --codebook-size, --k, --components, --flow-steps, "
+        "--batch-size, --limit)",
+    )
+    return cls(model_config)
+
+
+class _Started:
+    """What a run holds between its start and its end: the model, its optimiser and RNG, the data, the
+    history so far, and the run directory's lock."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def _start_new_run(config, out):
+    from tinyvae import optim, rundir
+
+    rundir.check_new_run_dir(out, config.overwrite)  # the quick refusals, before data and model are built
+    settings = config.new_settings()
+    model = build_model(config, settings)
+    settings["model_config"] = model.config.to_dict()
+    train_data, test_data = load_splits(settings)
+    lock, created = rundir.claim_new_run_dir(out, config.overwrite)
+    try:
+        write_run_config(out, settings)
+    except BaseException:
+        rundir.abandon_new_run(out, lock, created)
+        raise
+    return _Started(
+        model=model, optimizer=optim.Adam(model.parameters(), lr=settings["lr"]),
+        rng=numpy.random.default_rng(settings["seed"]), history=[], done=0, settings=settings,
+        train_data=train_data, test_data=test_data, lock=lock, created=created, new=True,
+    )  # fmt: skip
+
+
+def _start_resumed_run(config, out):
+    from tinyvae import optim, rundir
+
+    if not os.path.isfile(os.path.join(out, "last.npz")):
+        raise RunConfigError(f"--resume: {out} has no last.npz to continue from")
+    settings = rundir.read_settings(out)
+    conflicts = config.resume_conflicts(settings)
+    if conflicts:
+        raise RunConfigError(
+            "--resume continues the recorded run, and these flags would change what it is: "
+            + "; ".join(conflicts)
+            + ". Drop them, or start a new run in another --out (only "
+            + ", ".join(map(_flag, RESUME_MAY_CHANGE))
+            + " may change on resume)"
+        )
+    lock = rundir.RunLock(out, rundir.command_line()).acquire()
+    try:
+        model, optimizer, rng, history, done = resume(
+            out,
+            lambda p: optim.Adam(p, lr=settings["lr"]),
+            expected_model=settings["model"],
+            expected_config=settings["model_config"],
+        )
+        changed = {}
+        for name in RESUME_MAY_CHANGE:
+            value = getattr(config, name)
+            if value is not None and value != settings[name]:
+                changed[name] = [settings[name], value]
+                settings[name] = value
+        optimizer.lr = settings["lr"]
+        train_data, test_data = load_splits(settings)
+        if changed:
+            rundir.record_resume(out, settings, done, changed)
+    except BaseException:
+        lock.release()
+        raise
+    return _Started(
+        model=model, optimizer=optimizer, rng=rng, history=history, done=done, settings=settings,
+        train_data=train_data, test_data=test_data, lock=lock, created=False, new=False,
+    )  # fmt: skip
+
+
+def run(config, log=print):
+    """Do what `tinyvae train` does for ``config`` (a :class:`RunConfig`): check it, load the data, build
+    the model (or restore it with ``resume=True``), train with Adam, keep the run directory (config,
+    metrics, checkpoints; see :mod:`tinyvae.rundir` for what it may touch) and draw the figures. Returns
+    the run directory as a ``pathlib.Path``.
+
+    How it can stop, each after undoing a new run that saved no checkpoint: :class:`RunConfigError`,
+    ``RunDirError``, ``DataError`` and ``CheckpointError`` before anything is trained;
+    :class:`TrainingDiverged`, ``OSError`` (a full disk) and ``KeyboardInterrupt`` during training. These
+    three carry ``.kept``: a sentence saying which checkpoint holds the last finished epoch, or that none
+    was kept.
+    """
+    from tinyvae import plots, rundir
+
+    config.validate()
+    out = config.run_dir()
+    rundir.check_writable_location(out)
+    start = _start_resumed_run(config, out) if config.resume else _start_new_run(config, out)
+    try:
+        history = _fit_run(config, out, start, log)
+        if config.plots:
+            figure_rng = numpy.random.default_rng(start.settings["seed"])
+            try:
+                written = plots.plot_run(
+                    start.model, start.train_data, start.test_data, out, figure_rng, history
+                )
+            except KeyboardInterrupt as stop:
+                stop.kept = (
+                    f"training had finished (the last epoch is saved in {os.path.join(out, 'last.npz')}); "
+                    f"the figures are incomplete: `tinyvae plot {out}` draws them"
+                )
+                raise
+            log(f"figures: {', '.join(os.path.basename(p) for p in written)}")
+    finally:
+        start.lock.release()
+    return pathlib.Path(out)
+
+
+def _fit_run(config, out, start, log):
+    from tinyvae import rundir
+
+    settings = start.settings
+    log(f"run directory: {out}")
+    if start.done:
+        log(f"resuming {out} after epoch {start.done} of {settings['epochs']}")
+    sizes = f"{len(start.train_data.x)} train / {len(start.test_data.x)} test examples"
+    log(f"{start.model.name} on {settings['data']}: {sizes}")
+    last = os.path.join(out, "last.npz")
+    try:
+        return fit(
+            start.model,
+            start.train_data,
+            start.test_data,
+            settings["epochs"],
+            settings["batch_size"],
+            start.optimizer,
+            start.rng,
+            run_dir=out,
+            progress=config.progress and sys.stderr.isatty(),
+            start_epoch=start.done,
+            history=start.history,
+            log=log,
+        )
+    except (TrainingDiverged, OSError, KeyboardInterrupt) as stop:
+        cleared = start.new and rundir.abandon_new_run(out, start.lock, start.created)
+        stop.kept = _what_was_kept(stop, last, out, cleared)
+        raise
+    except BaseException:
+        if start.new:
+            rundir.abandon_new_run(out, start.lock, start.created)
+        raise
+
+
+def _what_was_kept(stop, last, out, cleared):
+    """The sentence a stopped run ends with: which file holds the last finished epoch, or that none does."""
+    if isinstance(stop, KeyboardInterrupt):
+        if cleared:
+            return f"before the first epoch finished: nothing was saved, and {out} was cleared"
+        return f"the last finished epoch is saved in {last}"
+    if isinstance(stop, TrainingDiverged):
+        if cleared:
+            return "no checkpoint was saved before it diverged, so none is kept; try a smaller --lr"
+        return f"the last good (finite) checkpoint is {last} (epoch {_saved_epoch(last)})"
+    if cleared:
+        return "no checkpoint was saved, so none is kept"
+    return f"the last complete checkpoint is {last} (epoch {_saved_epoch(last)})"
+
+
+def _saved_epoch(path):
+    try:
+        return read_checkpoint(path)[0].get("epoch", "?")
+    except CheckpointError:
+        return "?"
