@@ -11,7 +11,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["tinyvae", "tinyvae.*"]) + ["tinyvae.kernels"],
+    packages=find_packages(include=["tinyvae", "tinyvae.*"])
+    + ["tinyvae.kernels", "tinyvae.kernels.unrouted"],
     package_dir={"tinyvae.kernels": "kernels"},
     package_data={"tinyvae": ["datasets/*.npz"]},  # the embedded MNIST 5k (see README, "Data")
     # tqdm: the live progress bar of `tinyvae train`.

@@ -1,9 +1,9 @@
-"""Fused elementwise kernels, each version side by side in one run: the Adam update, the Bernoulli
-log-likelihood (row sums + gradient), the arithmetic around the elementwise Bernoulli op's exp/log1p
-(kernels/bernoulli_parts.py: forward terms and logit gradient), ReLU forward and backward, the IWAE
-row-wise logsumexp (out + softmax) and the fused reparameterize + Gaussian KL (forward, backward), NumPy
-reference against numba, float32; plus numba's first-call compile time and the cached start-up time, each
-measured in a fresh process.
+"""Fused elementwise kernels, each version side by side in one run: the Adam update, the arithmetic around
+the elementwise Bernoulli op's exp/log1p (kernels/bernoulli_parts.py: forward terms and logit gradient),
+ReLU forward and backward, and the kernels no op calls (kernels/unrouted/): the summed Bernoulli
+log-likelihood (row sums + gradient), the IWAE row-wise logsumexp (out + softmax) and the fused
+reparameterize + Gaussian KL (forward, backward); NumPy reference against numba, float32; plus numba's
+first-call compile time and the cached start-up time, each measured in a fresh process.
 
     python benchmarks/bench_kernels.py [--rounds 15] [--threads 1,2] [--markdown]
 
@@ -39,7 +39,8 @@ def worker(rounds, threads):
     import time
 
     import numpy as np
-    from tinyvae.kernels import adam, bernoulli, bernoulli_parts, gaussian, logsumexp, relu
+    from tinyvae.kernels import adam, bernoulli_parts, relu
+    from tinyvae.kernels.unrouted import bernoulli, gaussian, logsumexp
 
     from tinyvae import backend
 
@@ -157,7 +158,8 @@ def startup_seconds(cache_dir):
     """First call of each numba kernel in a fresh process, with the given numba cache directory."""
     code = (
         "import json, numpy as np\n"
-        "from tinyvae.kernels import adam, bernoulli, bernoulli_parts, codebook, gaussian, logsumexp, relu\n"
+        "from tinyvae.kernels import adam, bernoulli_parts, codebook, relu\n"
+        "from tinyvae.kernels.unrouted import bernoulli, gaussian, logsumexp\n"
         "z = np.zeros((4, 3), np.float32)\n"
         "bernoulli_parts.log_prob_terms_numba(z, z, z)\n"
         "relu.relu_forward_numba(z)\n"

@@ -1,25 +1,58 @@
-"""Compile a numba kernel with numba's on-disk cache when it can have one, and without it when it cannot.
+"""Compiling the numba kernels: one helper for every kernel file, and the on-disk cache's fallback.
 
-Every kernel asks for ``cache=True``: compiling a kernel file takes 0.5-3 s, loading it from the cache a few
-ms. numba keeps the cache in ``$NUMBA_CACHE_DIR`` when set, else beside the source (``kernels/__pycache__``),
-else in the user's cache (``~/.cache/numba``), and uses the first of these it can write. On a read-only
-install with no writable home (a container, a shared site-packages) it can write none, and then it refuses
-the whole decorator: ``RuntimeError: cannot cache function '...': no locator available for file '...'``.
-The cache only saves time, so we compile without it then, and say so once per process.
+:func:`compile_kernels` is what each kernel file's ``_numba_kernel()`` calls on first use: it imports numba
+(never at import time, so ``import tinyvae`` stays free of it), compiles the loops for explicit
+float32/float64 signatures, and records how long that took for the benchmark.
+
+:func:`cached_njit` compiles one function with numba's on-disk cache when it can have one, and without it
+when it cannot. Every kernel asks for ``cache=True``: compiling a kernel file takes 0.5-3 s, loading it
+from the cache a few ms. numba keeps the cache in ``$NUMBA_CACHE_DIR`` when set, else beside the source
+(``kernels/__pycache__``), else in the user's cache (``~/.cache/numba``), and uses the first of these it
+can write. On a read-only install with no writable home (a container, a shared site-packages) it can write
+none, and then it refuses the whole decorator: ``RuntimeError: cannot cache function '...': no locator
+available for file '...'``. The cache only saves time, so we compile without it then, and say so once per
+process.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 
 from tinyvae import backend as _backend
 
 
 class KernelCacheWarning(RuntimeWarning):
-    """numba cannot cache compiled kernels here, so every new process compiles them again."""
+    """numba finds no writable folder for its kernel cache, so each new process compiles the kernels again."""
 
 
 _warned = False  # one warning per process, not one per kernel
+
+
+def compile_kernels(owner: str, functions, *, seconds: dict, key: str = "numba", **options) -> tuple:
+    """Compile each ``(function, signatures)`` of ``functions`` with :func:`cached_njit` and ``options``;
+    return the compiled functions in order, and store the seconds it all took in ``seconds[key]``.
+
+    ``owner`` names the kernel in the error raised when numba does not import. A loop that says
+    ``numba.prange`` names the module global ``numba``, which numba looks up when it compiles the function:
+    a kernel file that uses it declares ``numba = None`` (so importing the file imports no numba) and this
+    fills it in first."""
+    try:
+        numba = _backend.load_numba()
+    except ImportError as error:
+        raise ImportError(
+            f"{owner}: the numba version needs numba, which does not import "
+            f"({type(error).__name__}: {error}); pip install numba, or run the NumPy version "
+            "(TINYVAE_BACKEND=numpy)"
+        ) from error
+    start = time.perf_counter()
+    compiled = []
+    for function, signatures in functions:
+        if "numba" in function.__globals__:
+            function.__globals__["numba"] = numba
+        compiled.append(cached_njit(function, signatures, **options))
+    seconds[key] = time.perf_counter() - start
+    return tuple(compiled)
 
 
 def cached_njit(function, signatures, **options):
@@ -46,5 +79,5 @@ def _warn_once(error):
         "without it, so each new process compiles them again (a few seconds). To cache them, set "
         "NUMBA_CACHE_DIR to a writable folder.",
         KernelCacheWarning,
-        stacklevel=3,
+        stacklevel=4,  # the kernel file whose _numba_kernel() compiled (through compile_kernels)
     )

@@ -1,4 +1,17 @@
-"""Which version of a kernel runs: the one rule the routed kernels share."""
+"""Which version of a kernel runs: the one rule every kernel's entry point follows.
+
+Each kernel file keeps a table ``{"numpy": f, "numba": f, "cupy": f}`` of its versions, and its entry point
+asks :func:`pick_version` which one to call:
+
+* CuPy arrays go to the CuPy version (the data is on the GPU; nothing else could run on it);
+* NumPy arrays go to the numba version under the numba backend (``tinyvae.backend.current()``), else to the
+  NumPy version;
+* ``backend="numpy" | "numba" | "cupy"`` names a version and overrides the rule (the tests and benchmarks
+  use it to compare the versions on the same arrays).
+
+Whether a kernel is called by the engine at all is decided elsewhere: the kernels in ``kernels/unrouted/``
+follow the same rule but no op calls them (their README says why).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +24,8 @@ from tinyvae.backend import array_module
 def pick_version(versions: dict, kernel: str, arrays, backend: str | None = None):
     """The function from ``versions`` ({"numpy": f, "numba": f, "cupy": f}) that should run on ``arrays``.
 
-    CuPy arrays go to the CuPy version; NumPy arrays go to numba under the numba backend, else to NumPy.
-    ``backend`` names one and overrides the rule (the tests and benchmarks use it)."""
+    ``kernel`` names the entry point in the error for an unknown ``backend``. The table is read at call
+    time, so a test that swaps an entry sees its swap."""
     if backend is None:
         if array_module(*arrays) is not np:
             backend = "cupy"

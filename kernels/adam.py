@@ -10,25 +10,26 @@ Three versions side by side, each updating ``param``, ``m`` and ``v`` in place:
    memory, which is what makes NumPy's Adam half of a small-batch training step.
 2. :func:`adam_update_numba`: one fused loop that reads p, g, m, v once and writes p, m, v once. Written with
    ``prange``: numba then knows the iterations are independent and emits packed (AVX) instructions, where
-   the same loop with ``range`` does not vectorise (measured here at 313,600 float32 elements: 720 µs with
-   ``range``, 90 µs with ``prange`` on one thread, NumPy 370 µs). It runs on one thread (see
-   ``tinyvae.backend.load_numba``: a second thread saves ~40 µs there but risks spinning against BLAS).
+   the same loop with ``range`` does not vectorise (measured when this kernel was written, on the 2-core
+   AMD EPYC (Zen 4) of benchmarks/RESULTS.md, at 313,600 float32 elements: 720 µs with ``range``, 90 µs
+   with ``prange`` on one thread, NumPy 370 µs). It runs on one thread (see ``tinyvae.backend.load_numba``:
+   a second thread saved ~40 µs on that machine but risks spinning against BLAS).
 3. :func:`adam_update_cupy`: the same fused loop as a CuPy ElementwiseKernel.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
+# The loop's numba.prange: compile_kernels sets this on first use, so importing this file imports no numba.
+numba = None
 
 COMPILE_SECONDS: dict[str, float] = {}  # first-use compile/load time per version, read by the benchmark
 
@@ -95,17 +96,16 @@ def _fused_adam(param, grad, m, v, lr_t, eps_t, beta1, beta2):
 @functools.cache
 def _numba_kernel():
     """Compile (or load from numba's on-disk cache) the fused update; on first use, never at import."""
-    global numba
-    numba = _backend.load_numba()
-    start = time.perf_counter()
-    kernel = cached_njit(_fused_adam, _NUMBA_SIGNATURES, parallel=True, boundscheck=False)
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
+    options = {"parallel": True, "boundscheck": False}
+    (kernel,) = compile_kernels(
+        "adam_update", [(_fused_adam, _NUMBA_SIGNATURES)], seconds=COMPILE_SECONDS, **options
+    )
     return kernel
 
 
 def adam_update_numba(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None):
     """In-place Adam step in one numba pass (``work`` is accepted for a common signature and unused)."""
-    # One thread: the loop is memory-bound, and prange is here for vectorisation (see backend.load_numba).
+    # One thread: the loop is memory-bound, and prange is there for vectorisation (see backend.load_numba).
     with _backend.numba_threads(1):
         scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
         _numba_update(_numba_kernel(), param, grad, m, v, *scalars)
@@ -160,15 +160,13 @@ def adam_update_all(updates, lr_t, eps_t, beta1, beta2, *, backend=None):
     updates = list(updates)
     if not updates:
         return
-    uses_numba = backend == "numba" or (
-        backend is None and array_module(updates[0][0]) is np and _backend.current() == "numba"
-    )
-    if not uses_numba:
+    update = pick_version(IMPLEMENTATIONS, "adam_update", (updates[0][0],), backend)
+    if update is not adam_update_numba:
         for param, grad, m, v, work in updates:
-            adam_update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work, backend=backend)
+            update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work)
         return
     # The per-parameter dispatch of adam_update cost ~8 µs a parameter, 0.08 ms of a 0.28 ms Adam step at
-    # ten parameters: here the kernel and the scalars are resolved once for the whole list.
+    # ten parameters: so under numba the kernel and the scalars are resolved once for the whole list.
     kernel = _numba_kernel()
     scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
     with _backend.numba_threads(1):

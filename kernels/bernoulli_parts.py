@@ -1,19 +1,28 @@
-"""The arithmetic around the Bernoulli log-probability's two transcendentals, fused into one pass each.
+"""The Bernoulli log-probability's fast path: the arithmetic around its two transcendentals, fused.
 
-tinyvae's elementwise op ``bernoulli_log_prob(l, x) = x l − softplus(l)`` (tinyvae/ops/likelihood.py) needs
-e = exp(−|l|) and log(1 + e) in the forward and σ(l) in the backward. NumPy's float32 ``exp`` and ``log1p``
-are SIMD (about 0.45 ns per element here); numba's are scalar library calls on this CPU (no SVML), so the
-op keeps those two in NumPy and hands the arithmetic around them to these two kernels:
+tinyvae's elementwise op ``bernoulli_log_prob(l, x) = x l − softplus(l)`` (tinyvae/ops/likelihood.py) writes
+the textbook formula; this file is how it runs fast. It needs e = exp(−|l|) and log(1 + e) in the forward
+and σ(l) in the backward. NumPy's float32 ``exp`` and ``log1p`` are SIMD (about 0.45 ns per element on the
+2-core AMD EPYC (Zen 4) of benchmarks/RESULTS.md); numba's are scalar library calls there (that numba has no
+SVML), so the op keeps those two in NumPy and hands the arithmetic around them to these two kernels:
 
     log_prob_terms(l, x, log1p_e)      = x l − max(l, 0) − log1p_e              (the forward's output)
     logit_gradient(l, x, e, g)         = (x − σ(l)) g,   σ(l) from e as below   (the backward's dL/dl)
 
-with s = e / (1 + e) = σ(−|l|) and σ(l) = s for l < 0, 1 − s for l ≥ 0, written s + m (1 − 2s) with the
-mask m = [l ≥ 0] (the same arithmetic as :func:`tinyvae.ops.elementwise.stable_sigmoid`).
+and computes e itself with :func:`exp_minus_abs`: one buffer, written in place three times (|l|, −|l|,
+exp), instead of three arrays, with the check for infinite logits read off |l| on the way.
+
+σ(l) from e: with s = e / (1 + e) = σ(−|l|), σ(l) = s for l < 0 and 1 − s for l ≥ 0. The op's own
+``stable_sigmoid`` (tinyvae/ops/elementwise.py) picks the branch with ``where``; :func:`sigmoid_from_e`
+writes it as s + m (1 − 2s) with the arithmetic mask m = [l ≥ 0], because ``where`` on random signs costs
+about 3.5 ns per element against under 1 ns for the whole masked form (branch mispredictions; RESULTS.md,
+"Training step against PyTorch", change 2: 348 against 72 µs at 128 × 784). For l < 0 the masked form is s
+exactly; for l ≥ 0 (σ ≥ 1/2) it is within about 2 ulp. The tests hold every version here to the op's
+formulas (tests/test_kernel_bernoulli_parts.py).
 
 NumPy spends four or five passes over the array on each line (a temporary per ufunc); the numba versions
-make one. Measured at (128, 784) float32, one thread (benchmarks/RESULTS.md): forward arithmetic 118 → 66
-µs (log1p included), gradient 108 → 23 µs.
+make one. Measured at (128, 784) float32, one thread (the "Routed since" table of RESULTS.md): forward
+arithmetic 72 → 23 µs, gradient 110 → 29 µs.
 
 Layout: the numba versions see the logits as (rows, D) rows of the last axis, x as (rows_x, D) with logits
 row r reading x row r mod rows_x (x repeated along leading axes, as IWAE's k samples of one batch), and g
@@ -22,24 +31,54 @@ stride-0 broadcast), as one value per row. Anything else (x or g broadcast anoth
 to the NumPy version, which broadcasts freely. ``error_model="numpy"``: numba's default inserts a
 division-by-zero check that stops LLVM from vectorising the division (1.1 → 0.23 ns per element measured).
 
-Three versions side by side: NumPy (the reference, and what the op ran before), numba, CuPy.
+Three versions side by side: NumPy (the reference), numba, CuPy.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
-from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
-
 COMPILE_SECONDS: dict[str, float] = {}
+
+# The test "is every |l| finite?" reads |l|'s IEEE-754 bit patterns as unsigned integers: for a float whose
+# sign bit is clear (|l| always has it clear), that integer order is the numeric order, with +inf above every
+# finite value and NaN above +inf. So one integer max answers it, on the buffer that holds |l| anyway.
+_UNSIGNED = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+_INF_BITS = {dtype: int(np.array(np.inf, dtype).view(u)) for dtype, u in _UNSIGNED.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 0. Shared by every version: e = exp(−|l|), and σ(l) from it.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def exp_minus_abs(logits):
+    """``(e, finite)``: e = exp(−|l|) ∈ [0, 1] (it never overflows) as a new array of the logits' shape and
+    dtype (0-d logits included), and whether every |l| is finite (False for ±inf or NaN)."""
+    xp = array_module(logits)
+    e = xp.empty(logits.shape, dtype=logits.dtype)  # an array even for 0-d logits, so out= works
+    xp.abs(logits, out=e)
+    finite = e.size == 0 or int(e.view(_UNSIGNED[e.dtype]).max()) < _INF_BITS[e.dtype]
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
+    return e, bool(finite)
+
+
+def sigmoid_from_e(logits, e):
+    """σ(l) given e = exp(−|l|): s + m (1 − 2s) with s = e / (1 + e) and m = [l ≥ 0] (see the module
+    docstring). σ(±inf) is 1 or 0 exactly; NaN stays NaN."""
+    sigmoid = e / (1 + e)  # s = σ(−|l|)
+    correction = sigmoid * -2
+    correction += 1
+    correction *= logits >= 0  # 1 − 2s where l ≥ 0, else 0
+    sigmoid += correction
+    return sigmoid
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -58,9 +97,7 @@ def log_prob_terms_numpy(logits, x, log1p_e):
 
 def logit_gradient_numpy(logits, x, e, g):
     """(x − σ(l)) g, σ(l) from e = exp(−|l|), broadcast."""
-    from tinyvae.ops.elementwise import stable_sigmoid  # the ops import this module: import on use
-
-    grad = x - stable_sigmoid(logits, e)
+    grad = x - sigmoid_from_e(logits, e)
     grad *= g
     return grad
 
@@ -94,7 +131,7 @@ def _gradient_pass(logits, x, e, g, out):
             ed = e[r, d]
             s = ed / (one + ed)  # σ(−|l|)
             mask = one if logits[r, d] >= zero else zero
-            out[r, d] = x[xr, d] - (s + mask * (one - two * s))  # x − σ(l)
+            out[r, d] = x[xr, d] - (s + mask * (one - two * s))  # x − σ(l), as sigmoid_from_e
         if per_row:
             g_r = g[r, 0]
             for d in range(features):
@@ -111,14 +148,9 @@ def _signatures(n_inputs):
 @functools.cache
 def _numba_kernels():
     """Compile (or load from numba's on-disk cache) both passes; on first use, never at import."""
-    global numba
-    numba = _backend.load_numba()
-    start = time.perf_counter()
+    passes = [(_terms_pass, _signatures(3)), (_gradient_pass, _signatures(4))]
     options = {"boundscheck": False, "error_model": "numpy", "fastmath": {"contract"}}
-    terms = cached_njit(_terms_pass, _signatures(3), **options)
-    gradient = cached_njit(_gradient_pass, _signatures(4), **options)
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
-    return terms, gradient
+    return compile_kernels("bernoulli_parts", passes, seconds=COMPILE_SECONDS, **options)
 
 
 def _rows(a, shape):

@@ -46,19 +46,20 @@ import functools
 import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
+from tinyvae.kernels._routing import pick_version
 
-from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-# numba is imported on first use of the numba version (by _numba_kernel, through backend.load_numba, which
-# also picks numba's threading layer), so importing this file neither imports numba nor compiles anything.
+# The fused pass's numba.prange: numba is imported on first use of the numba version (compile_kernels sets
+# this, through backend.load_numba, which also picks numba's threading layer), so importing this file
+# neither imports numba nor compiles anything.
 numba = None
 
-EXTRA_BYTES_LIMIT = 16 * 2**20  # the issue's bar for the working memory of one call
-DEFAULT_CHUNK_BYTES = (
-    4 * 2**20
-)  # size of one chunk of dot products (fast versions); tuned in bench_codebook.py
+# The working-memory bar for one call (≤ 16 MiB extra; benchmarks/RESULTS.md, "Nearest-codebook search").
+EXTRA_BYTES_LIMIT = 16 * 2**20
+# The size of one chunk of dot products (fast versions); tuned in bench_codebook.py.
+DEFAULT_CHUNK_BYTES = 4 * 2**20
 EPILOGUE_BLOCK_ROWS = 256  # rows per block in the fused pass: best + arg of a block stay in L1
 
 
@@ -210,16 +211,13 @@ def _fused_argmin(rows, dots, codebook, code_sq_norms, out_idx, out_sq):
 @functools.cache
 def _numba_kernel():
     """Compile (or load from numba's on-disk cache) the fused pass; called on first use, never at import."""
-    global numba
-    try:
-        numba = _backend.load_numba()
-    except ImportError as error:
-        raise RuntimeError(
-            f"nearest_code_numba: numba does not import ({error}); pip install numba"
-        ) from error
-    start = time.perf_counter()
-    kernel = cached_njit(_fused_argmin, _NUMBA_SIGNATURES, fastmath=_NUMBA_FASTMATH, boundscheck=False)
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
+    (kernel,) = compile_kernels(
+        "nearest_code_numba",
+        [(_fused_argmin, _NUMBA_SIGNATURES)],
+        seconds=COMPILE_SECONDS,
+        fastmath=_NUMBA_FASTMATH,
+        boundscheck=False,
+    )
     return kernel
 
 
@@ -415,13 +413,7 @@ def nearest_code(z, codebook, *, backend: str | None = None, op: str = "nearest_
     arrays to numba under the numba backend, else to NumPy); a name from :data:`IMPLEMENTATIONS` forces one.
     A codebook holding NaN or ±inf is refused (ValueError naming ``op``, the caller) on every backend.
     """
-    if backend is None:
-        if array_module(z, codebook) is not np:
-            backend = "cupy"
-        else:
-            backend = "numba" if _backend.current() == "numba" else "numpy"
-    if backend not in IMPLEMENTATIONS:
-        raise ValueError(f"nearest_code: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
+    search = pick_version(IMPLEMENTATIONS, "nearest_code", (z, codebook), backend)
     if getattr(codebook, "ndim", 0) == 2 and getattr(codebook, "dtype", None) in (np.float32, np.float64):
         check_finite_codebook(codebook, op)  # (shape and dtype mistakes are named by the version's own check)
-    return IMPLEMENTATIONS[backend](z, codebook)
+    return search(z, codebook)

@@ -3,10 +3,11 @@
     forward:   y = max(x, 0)
     backward:  dL/dx = g · [y > 0]      (y > 0 exactly where x > 0; the gradient at the kink is taken as 0)
 
-NumPy's ``maximum`` costs about 0.38 ns per float32 element here and ``g * (y > 0)`` makes a boolean
-temporary and a second pass; the numba loops are one vectorised pass each. Measured at (128, 400) float32,
-one thread (benchmarks/RESULTS.md): forward 19.6 → 4.9 µs, backward 15.3 → 7.1 µs, for the two ReLUs of a
-VAE step about 0.05 ms of 5.2.
+NumPy's ``maximum`` costs about 0.38 ns per float32 element on the 2-core AMD EPYC (Zen 4) of
+benchmarks/RESULTS.md, and ``g * (y > 0)`` makes a boolean temporary and a second pass; the numba loops are
+one vectorised pass each. Measured there at (128, 400) float32, one thread (the "Routed since" table of
+RESULTS.md): forward 20.1 → 5.8 µs, backward 15.7 → 8.5 µs; for the two ReLUs of a VAE step at batch 128
+that is about 0.05 ms of 5.6.
 
 NaN semantics match NumPy's: a NaN input stays NaN in the forward (``x if not x < 0``), and the backward
 multiplies by the mask rather than selecting, so a NaN gradient stays NaN where NumPy's does (training
@@ -19,16 +20,12 @@ layout goes to NumPy), CuPy (elementwise kernels).
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
-from tinyvae import backend as _backend
 from tinyvae.backend import array_module
-
-numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
 
 COMPILE_SECONDS: dict[str, float] = {}
 
@@ -63,15 +60,13 @@ def _backward_pass(g, y, out):
 @functools.cache
 def _numba_kernels():
     """Compile (or load from numba's on-disk cache) both passes; on first use, never at import."""
-    global numba
-    numba = _backend.load_numba()
-    start = time.perf_counter()
-    options = {"boundscheck": False, "error_model": "numpy"}
     types = ("float32", "float64")
-    forward = cached_njit(_forward_pass, [f"void({t}[::1], {t}[::1])" for t in types], **options)
-    backward = cached_njit(_backward_pass, [f"void({t}[::1], {t}[::1], {t}[::1])" for t in types], **options)
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
-    return forward, backward
+    passes = [
+        (_forward_pass, [f"void({t}[::1], {t}[::1])" for t in types]),
+        (_backward_pass, [f"void({t}[::1], {t}[::1], {t}[::1])" for t in types]),
+    ]
+    options = {"boundscheck": False, "error_model": "numpy"}
+    return compile_kernels("relu", passes, seconds=COMPILE_SECONDS, **options)
 
 
 def _flat_ok(*arrays):

@@ -14,7 +14,7 @@ import numpy
 import pytest
 from backends import require_backend
 from tinyvae.kernels import codebook as codebook_kernels
-from tinyvae.kernels import logsumexp as logsumexp_kernels
+from tinyvae.kernels.unrouted import logsumexp as logsumexp_kernels
 
 import tinyvae.functional as F
 from tinyvae import models

@@ -1,12 +1,12 @@
-"""The fused Bernoulli log-likelihood kernel: every version equals the NumPy reference and the reference
-equals the engine's elementwise op summed over the features."""
+"""The fused Bernoulli log-likelihood kernel (kernels/unrouted/bernoulli.py, called by no op): every version
+equals the NumPy reference and the reference equals the engine's elementwise op summed over the features."""
 
 import numpy as np
 import pytest
 from backends import BACKENDS, require_backend, to_backend_arrays, to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
-from tinyvae.kernels import bernoulli
+from tinyvae.kernels.unrouted import bernoulli
 
 import tinyvae as tv
 import tinyvae.functional as F

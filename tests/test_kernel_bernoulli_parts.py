@@ -1,6 +1,7 @@
-"""The fused arithmetic around the Bernoulli log-probability's exp and log1p (kernels/bernoulli_parts.py):
-every version equals the NumPy reference on the layouts the op produces and on the ones the numba version
-hands back to NumPy, and the op routes through it."""
+"""The Bernoulli log-probability's fast path (kernels/bernoulli_parts.py): every version equals the op's
+textbook formulas (x l − softplus(l), and (x − σ(l)) g with the op's two-branch σ) and the NumPy reference,
+on the layouts the op produces and on the ones the numba version hands back to NumPy; the op routes
+through it."""
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from tinyvae.kernels import bernoulli_parts as parts
 
 import tinyvae as tv
 import tinyvae.functional as F
+from tinyvae.ops.elementwise import stable_sigmoid
 
 # One pass against a few ufuncs: the same operations, rounded once more or less (a fused multiply-add in
 # the compiled loop), so a few float32/float64 ulps of the result's magnitude.
@@ -64,6 +66,75 @@ def test_every_version_matches_the_reference(backend, dtype, leading, repeats, f
     np.testing.assert_allclose(to_numpy(grad), expected_grad, rtol=RTOL[dtype], atol=RTOL[dtype])
     assert to_numpy(terms).shape == shape and to_numpy(grad).shape == shape
     assert to_numpy(terms).dtype == dtype and to_numpy(grad).dtype == dtype
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(
+    shape=st.sampled_from([(7,), (3, 5), (2, 3, 4)]),
+    scale=st.sampled_from([1.0, 10.0, 100.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_every_version_equals_the_ops_formulas(backend, dtype, shape, scale, seed):
+    """The op (tinyvae/ops/likelihood.py) derives log p = x l − softplus(l) and d/dl = x − σ(l); the
+    kernels compute them another way (the terms from log1p(e), σ from e through an arithmetic mask). Every
+    version equals the formulas as the engine's own ops write them: F.softplus and the two-branch
+    stable_sigmoid, within a few ulp of the terms' size."""
+    require_backend(backend)
+    rng = np.random.default_rng(seed)
+    logits = (scale * rng.standard_normal(shape)).astype(dtype)
+    x = rng.uniform(size=shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    e, finite = parts.exp_minus_abs(logits)
+    assert finite
+    softplus = to_numpy(F.softplus(tv.Tensor(logits)).data)  # on the GPU when the backend is cupy
+    expected_terms = x * logits - softplus
+    expected_grad = (x - stable_sigmoid(logits)) * g
+    arrays = to_backend_arrays(backend, logits, x, np.log1p(e), e, g)
+    terms = to_numpy(parts.LOG_PROB_TERMS[backend](arrays[0], arrays[1], arrays[2]))
+    grad = to_numpy(parts.LOGIT_GRADIENT[backend](arrays[0], arrays[1], arrays[3], arrays[4]))
+    # Rounding is relative to the size of the terms combined: |x l| + softplus(l) ≤ 2 |l| + log 2, and |g|.
+    ulp = np.finfo(dtype).eps
+    assert np.all(np.abs(terms - expected_terms) <= 8 * ulp * (np.abs(logits) + 1)), terms - expected_terms
+    assert np.all(np.abs(grad - expected_grad) <= 8 * ulp * np.abs(g)), grad - expected_grad
+    assert terms.dtype == grad.dtype == dtype
+
+
+@given(
+    x=st.lists(st.floats(-120.0, 120.0, width=32), min_size=1, max_size=64).map(
+        lambda values: np.array(values, dtype=np.float32)
+    )
+)
+def test_the_masked_sigmoid_is_the_ops_sigmoid_within_3_ulp(x):
+    """sigmoid_from_e (the arithmetic mask s + [l ≥ 0](1 − 2s), moved here from the op for speed) in
+    float32, random signs, |x| ≤ 120: within 3 float32 ulp of σ computed in float64 and rounded, and of the
+    op's two-branch stable_sigmoid, subnormal σ(x) for x < −88 included."""
+    e, _ = parts.exp_minus_abs(x)
+    got = parts.sigmoid_from_e(x, e)
+    x64 = x.astype(np.float64)
+    exact = np.where(x64 >= 0, 1 / (1 + np.exp(-np.abs(x64))), np.exp(x64) / (1 + np.exp(x64)))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, exact, rtol=3 * 2.0**-23, atol=2 * 2.0**-149)
+    np.testing.assert_allclose(got, stable_sigmoid(x), rtol=3 * 2.0**-23, atol=2 * 2.0**-149)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_minus_abs_and_its_finiteness_check(dtype):
+    """e = exp(−|l|) exactly as NumPy computes it, in a new array (0-d included); ``finite`` is False
+    for +inf, −inf and NaN logits (−0.0 and the largest finite value are finite)."""
+    big = np.finfo(dtype).max
+    logits = np.array([[-0.0, 0.0, 1.5], [-big, big, -3.0]], dtype=dtype)
+    e, finite = parts.exp_minus_abs(logits)
+    assert finite and e.dtype == dtype and e is not logits
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(e, np.exp(-np.abs(logits)))
+    for bad in (np.inf, -np.inf, np.nan):
+        with_bad = logits.copy()
+        with_bad[1, 2] = bad
+        assert parts.exp_minus_abs(with_bad)[1] is False
+    e0, finite0 = parts.exp_minus_abs(np.array(-2.0, dtype=dtype))
+    assert finite0 and e0.shape == () and e0 == np.exp(dtype(-2.0))
+    assert parts.exp_minus_abs(np.zeros((0, 3), dtype))[1] is True
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,12 +1,13 @@
-"""The fused reparameterise + Gaussian KL kernel: every version's forward and backward equal the NumPy
-reference, and the reference equals the engine's F.reparameterize + F.gaussian_kl and their backward."""
+"""The fused reparameterise + Gaussian KL kernel (kernels/unrouted/gaussian.py, called by no op): every
+version's forward and backward equal the NumPy reference, and the reference equals the engine's
+F.reparameterize + F.gaussian_kl and their backward."""
 
 import numpy as np
 import pytest
 from backends import BACKENDS, require_backend, to_backend_arrays, to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
-from tinyvae.kernels import gaussian
+from tinyvae.kernels.unrouted import gaussian
 
 import tinyvae as tv
 import tinyvae.functional as F
@@ -126,7 +127,7 @@ def test_import_compiles_nothing():
     import sys
 
     code = (
-        "import sys\nfrom tinyvae.kernels import gaussian\n"
+        "import sys\nfrom tinyvae.kernels.unrouted import gaussian\n"
         "assert gaussian.numba is None and 'numba' not in sys.modules and not gaussian.COMPILE_SECONDS\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,13 +1,13 @@
-"""The row-wise log-sum-exp kernel: every version equals the NumPy reference (finite, large, −inf rows,
-empty and size-1 dims, non-contiguous input), and the reference equals the engine's F.logsumexp and its
-backward."""
+"""The row-wise log-sum-exp kernel (kernels/unrouted/logsumexp.py, called by no op): every version equals
+the NumPy reference (finite, large, −inf rows, empty and size-1 dims, non-contiguous input), and the
+reference equals the engine's F.logsumexp and its backward."""
 
 import numpy as np
 import pytest
 from backends import BACKENDS, require_backend, to_backend_arrays, to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
-from tinyvae.kernels import logsumexp
+from tinyvae.kernels.unrouted import logsumexp
 
 import tinyvae as tv
 import tinyvae.functional as F
@@ -137,7 +137,7 @@ def test_import_compiles_nothing():
     import sys
 
     code = (
-        "import sys\nfrom tinyvae.kernels import logsumexp\n"
+        "import sys\nfrom tinyvae.kernels.unrouted import logsumexp\n"
         "assert logsumexp.numba is None and 'numba' not in sys.modules and not logsumexp.COMPILE_SECONDS\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -198,7 +198,7 @@ def test_sigmoid_and_softplus_are_finite_and_exact_at_plus_minus_100():
     )
 )
 def test_stable_sigmoid_float32_is_within_a_few_ulp_of_the_exact_value(x):
-    """The arithmetic-mask form of σ (tinyvae/ops/elementwise.py) in float32, random signs, |x| ≤ 120: every
+    """The two-branch form of σ (tinyvae/ops/elementwise.py) in float32, random signs, |x| ≤ 120: every
     value within 3 float32 ulp (relative 3·2⁻²³) of σ computed in float64 and rounded, for both branches,
     including σ(x) for x < −88 where σ is subnormal (there the absolute error is below the smallest ulp)."""
     from tinyvae.ops.elementwise import stable_sigmoid

@@ -288,26 +288,25 @@ def tanh(x):
     return Tanh.apply(x)
 
 
-def stable_sigmoid(x, exp_minus_abs_x=None):
-    """σ(x) with full relative precision for every x and no overflow: with e = e^-|x| ≤ 1,
-    σ(x) = 1 / (1 + e) for x ≥ 0 and σ(x) = e / (1 + e) for x < 0.
+def stable_sigmoid(x):
+    """σ(x) = 1 / (1 + e^−x) with full relative precision for every x and no overflow.
 
+    Written as it stands, e^−x overflows for x < −88.7 in float32 (a warning, and σ = 0 where the true
+    value, down to 1e−45, is still representable). The two-branch form avoids that: with e = e^−|x| ∈ [0, 1],
+
+        σ(x) = 1 / (1 + e)        for x ≥ 0   (there e = e^−x),
+        σ(x) = e^x / (e^x + 1)    for x < 0   (numerator and denominator times e^x; there e = e^x)
+             = e / (1 + e),
+
+    so both branches share the denominator 1 + e ∈ [1, 2] and only the numerator, 1 or e, is picked.
     (The shortcut (1 + tanh(x/2)) / 2 also never overflows, but for x < 0 it subtracts two numbers near 1,
-    so σ(-20) has only 8 correct digits and σ(-40) = 4e-18 comes out as 0.)
-
-    Both cases come from s = σ(−|x|) = e / (1 + e): σ(x) = s for x < 0 and 1 − s for x ≥ 0, picked with an
-    arithmetic mask m = [x ≥ 0] as s + m (1 − 2s). For x < 0 that is s exactly; for x ≥ 0, where σ(x) ≥ 1/2,
-    it is within about 2 ulp. (``where(x >= 0, 1, e)`` reads better but costs 3.5 ns per element on random
-    signs, eight times this whole function: branch mispredictions; measured in benchmarks/RESULTS.md.)
+    so σ(−20) has only 8 correct digits and σ(−40) = 4e−18 comes out as 0.) The Bernoulli log-probability
+    computes σ on every pixel with a faster, branch-free form of the same two cases, tested against this one
+    (kernels/bernoulli_parts.py, sigmoid_from_e).
     """
     xp = array_module(x)
-    e = xp.exp(-xp.abs(x)) if exp_minus_abs_x is None else exp_minus_abs_x  # a caller may have it already
-    sigmoid = e / (1 + e)  # s = σ(−|x|)
-    correction = sigmoid * -2
-    correction += 1
-    correction *= x >= 0  # 1 − 2s where x ≥ 0, else 0
-    sigmoid += correction
-    return sigmoid
+    e = xp.exp(-xp.abs(x))  # e^−|x| ∈ [0, 1]: never overflows
+    return xp.where(x >= 0, 1, e) / (1 + e)  # 1 / (1 + e) for x ≥ 0, e / (1 + e) for x < 0
 
 
 class Sigmoid(Function):

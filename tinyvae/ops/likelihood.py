@@ -17,15 +17,15 @@ from tinyvae.tensor import as_operand
 
 LOG_2PI = math.log(2 * math.pi)
 
-# Two checks on every Bernoulli forward read an array's IEEE-754 bit patterns as unsigned integers. For a
-# float whose sign bit is clear (+0.0 up to +inf, then NaN), that integer order *is* the numeric order; any
-# value with the sign bit set (every negative number, and −0.0) reads as a larger integer than all of them.
-# So one integer max answers "is every value in [+0, 1]?" (max ≤ bits(1.0)) and, on |l|, "is every logit
-# finite?" (max < bits(inf)): one pass instead of a float min and max. At (128, 784) float32 here: 2.7 µs
-# per check, against 7.5 µs for x.min() and x.max() (and ~90 µs for the whole forward).
+# The target check reads x's IEEE-754 bit patterns as unsigned integers. For a float whose sign bit is clear
+# (+0.0 up to +inf, then NaN), that integer order *is* the numeric order; any value with the sign bit set
+# (every negative number, and −0.0) reads as a larger integer than all of them. So one integer max answers
+# "is every value in [+0, 1]?" (max ≤ bits(1.0)): one pass instead of a float min and max. At (128, 784)
+# float32, on the 2-core AMD EPYC (Zen 4) of benchmarks/RESULTS.md: 2.7 µs, against 7.5 µs for x.min() and
+# x.max() (and ~90 µs for the whole forward). (The same trick on |l| finds infinite logits: see
+# kernels/bernoulli_parts.py, exp_minus_abs.)
 _UNSIGNED = {numpy.dtype(numpy.float32): numpy.uint32, numpy.dtype(numpy.float64): numpy.uint64}
 _ONE_BITS = {dtype: int(numpy.array(1.0, dtype).view(u)) for dtype, u in _UNSIGNED.items()}
-_INF_BITS = {dtype: int(numpy.array(numpy.inf, dtype).view(u)) for dtype, u in _UNSIGNED.items()}
 
 
 def _ignore_invalid(xp):
@@ -114,25 +114,22 @@ class BernoulliLogProb(Function):
 
     Infinite logits: σ(+inf) = 1 and σ(−inf) = 0 exactly, so log p is 0 when x equals σ(l) (the model is
     certain and right) and −inf otherwise (certain and wrong, soft targets included, with 0 · log 0 = 0);
-    x l − softplus(l) would be ∞ − ∞ there, so those entries are set from this rule. Finding them costs
-    one integer max over |l| per call (see ``_largest_bits``); only a call that has one pays for the fix.
+    x l − softplus(l) would be ∞ − ∞ there, so those entries are set from this rule. Only a call that has
+    one pays for the fix.
 
-    This op runs on every pixel of every batch, so the arithmetic around its exp and log1p is one fused
-    pass (kernels/bernoulli_parts.py: NumPy reference, numba, CuPy), while exp and log1p stay NumPy's SIMD
-    ufuncs.
+    This op runs on every pixel of every batch, so it runs on the fast path in kernels/bernoulli_parts.py
+    (NumPy reference, numba, CuPy; each tested against this formula): e = exp(−|l|) in one buffer, and the
+    arithmetic around NumPy's SIMD exp and log1p as one fused pass each way under numba.
     """
 
     @staticmethod
     def forward(ctx, logits, x):
         xp = array_module(logits, x)
-        e = xp.empty(logits.shape, dtype=logits.dtype)  # an array even for 0-d logits, so out= works
-        xp.abs(logits, out=e)
-        infinite = e.size and _largest_bits(e) >= _INF_BITS[e.dtype]  # some |l| = inf (or NaN)
-        xp.negative(e, out=e)
-        xp.exp(e, out=e)  # e = exp(−|l|) ∈ [0, 1]: never overflows
-        with _ignore_invalid(xp) if infinite else contextlib.nullcontext():  # ∞ − ∞, replaced below
-            log_prob = bernoulli_parts.log_prob_terms(logits, x, xp.log1p(e))  # x l − max(l, 0) − log1p(e)
-        if infinite:
+        e, finite = bernoulli_parts.exp_minus_abs(logits)  # e = exp(−|l|) ∈ [0, 1]: never overflows
+        # log p = x l − softplus(l), with softplus(l) = max(l, 0) + log1p(e): one fused pass under numba.
+        with contextlib.nullcontext() if finite else _ignore_invalid(xp):  # ∞ − ∞, replaced below
+            log_prob = bernoulli_parts.log_prob_terms(logits, x, xp.log1p(e))
+        if not finite:
             certain = xp.where(x == (logits > 0), 0, -xp.inf).astype(log_prob.dtype)  # x = σ(±inf)?
             log_prob = xp.where(xp.isinf(logits), certain, log_prob)
         ctx.save(logits, x, e)
@@ -142,9 +139,10 @@ class BernoulliLogProb(Function):
     def backward(ctx, g):
         """d/dl = x − σ(l) (since d softplus(l)/dl = σ(l));  d/dx = l.
 
-        σ(l) is computed from the forward's e = exp(−|l|) with full relative precision (σ(−100) = 3.7e−44,
-        not 0): see :func:`stable_sigmoid`. At l = ±inf, e = 0 gives σ(l) = 1 or 0 exactly, so d/dl =
-        x − 1 or x: finite, the limit of the formula (d/dx = l is ±inf there)."""
+        σ(l) is computed from the forward's e = exp(−|l|) as ``stable_sigmoid`` in ops/elementwise.py does
+        (1/(1 + e) for l ≥ 0, e/(1 + e) for l < 0), with full relative precision (σ(−100) = 3.7e−44, not
+        0). At l = ±inf, e = 0 gives σ(l) = 1 or 0 exactly, so d/dl = x − 1 or x: finite, the limit of the
+        formula (d/dx = l is ±inf there)."""
         logits, x, e = ctx.saved
         grads = [None, None]
         if ctx.needs_input_grad[0]:

@@ -133,7 +133,7 @@ class LogSumExp(Function):
 
     An empty group (an axis of size 0) is refused by :func:`logsumexp` rather than given y = −inf: it
     comes from an empty batch or K = 0 samples far more often than from intent (the row kernel
-    ``tinyvae.kernels.logsumexp`` does return −inf for a row with no columns).
+    ``tinyvae.kernels.unrouted.logsumexp`` does return −inf for a row with no columns).
     """
 
     @staticmethod

@@ -1,5 +1,9 @@
 """The Bernoulli log-likelihood of a decoder's logits, summed over the features, with its gradient.
 
+Not routed: no op calls this kernel (kernels/unrouted/README.md says why: on the 2-core AMD EPYC of
+benchmarks/RESULTS.md its numba version, with exp and log inside the loop, lost to NumPy). The engine's
+Bernoulli term is ``bernoulli_log_prob`` (tinyvae/ops/likelihood.py) on kernels/bernoulli_parts.py.
+
 For logits l and targets x ∈ [0, 1] of shape (R, D):
 
     out_r = Σ_d [x_rd l_rd − softplus(l_rd)],      grad_rd = ∂out_r/∂l_rd = x_rd − σ(l_rd),
@@ -10,7 +14,8 @@ pass over the logits (the forward of a VAE's reconstruction term is also its bac
 gradient). ``x`` may have fewer rows than the logits when it repeats along leading axes (IWAE's k samples
 of one batch): logits row r reads x row r mod R_x.
 
-``log(1 + e)`` rather than ``log1p(e)``: in float32, log1p costs ~13 ns/element here against ~1.5 for log.
+``log(1 + e)`` rather than ``log1p(e)``: in float32, log1p cost ~13 ns/element against ~1.5 for log in
+numba's scalar calls on that machine.
 The difference is below e · eps ≤ eps per element in absolute terms, smaller than the rounding of the sum
 itself; σ keeps full relative precision either way (it is computed from e, not from softplus).
 
@@ -24,15 +29,15 @@ Three versions side by side, each returning ``(out (R,), grad (R, D) or None)``:
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
+from tinyvae.kernels._routing import pick_version
 
-from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
+# The loop's numba.prange: compile_kernels sets this on first use, so importing this file imports no numba.
+numba = None
 
 COMPILE_SECONDS: dict[str, float] = {}
 
@@ -103,13 +108,15 @@ def _fused_bernoulli(logits, x, out, grad, want_grad):
 
 @functools.cache
 def _numba_kernel():
-    global numba
-    numba = _backend.load_numba()
-    start = time.perf_counter()
-    kernel = cached_njit(
-        _fused_bernoulli, _NUMBA_SIGNATURES, parallel=True, boundscheck=False, fastmath={"contract"}
+    """Compile (or load from numba's on-disk cache) the fused pass; on first use, never at import."""
+    (kernel,) = compile_kernels(
+        "bernoulli_log_likelihood",
+        [(_fused_bernoulli, _NUMBA_SIGNATURES)],
+        seconds=COMPILE_SECONDS,
+        parallel=True,
+        boundscheck=False,
+        fastmath={"contract"},
     )
-    COMPILE_SECONDS["numba"] = time.perf_counter() - start
     return kernel
 
 
@@ -155,18 +162,14 @@ IMPLEMENTATIONS = {"numpy": bernoulli_numpy, "numba": bernoulli_numba, "cupy": b
 
 
 def bernoulli_log_likelihood(logits, x, want_grad=True, *, backend=None):
-    """``(Σ_d log Bern(x_d; σ(l_d)) per row, ∂/∂logits or None)`` for 2-D logits and x.
+    """``(Σ_d log Bern(x_d; σ(l_d)) per row, ∂/∂logits or None)`` for 2-D logits and x; the version follows
+    the rule of kernels/_routing.py (CuPy arrays go to CuPy, NumPy arrays to numba under the numba backend,
+    else NumPy) unless ``backend`` names one.
 
-    CuPy arrays go to the CuPy version. NumPy arrays go to the NumPy version under *both* CPU backends
-    unless ``backend`` names one: this machine's numba has no SVML, so its exp and log are scalar libm calls,
-    while NumPy's float32 exp/log are SIMD; measured at (128, 784), float32, 1 thread: numba 0.75 ms against
-    NumPy 0.62 ms (benchmarks/RESULTS.md). The numba version wins only with 2 threads (0.39 ms), where its
-    OpenMP threads would compete with BLAS's in a training step: not routed until that is measured.
+    On the 2-core AMD EPYC of benchmarks/RESULTS.md ("Fused elementwise kernels") the numba version lost at
+    one thread: numba has no SVML there, so its exp and log are scalar libm calls, while NumPy's float32
+    exp/log are SIMD (b128: 0.78 ms against NumPy's 0.62 ms). It won only with 2 threads (0.38 ms on a quiet
+    machine), where its OpenMP threads would compete with BLAS's in a training step.
     """
-    if backend is None:
-        backend = "cupy" if array_module(logits) is not np else "numpy"
-    if backend not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"bernoulli_log_likelihood: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}"
-        )
-    return IMPLEMENTATIONS[backend](logits, x, want_grad)
+    version = pick_version(IMPLEMENTATIONS, "bernoulli_log_likelihood", (logits, x), backend)
+    return version(logits, x, want_grad)

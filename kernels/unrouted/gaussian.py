@@ -1,5 +1,9 @@
 """Reparameterised sample and Gaussian KL to N(0, I), fused, with the backward of both in one more pass.
 
+Not routed: no op calls this kernel (kernels/unrouted/README.md says why: the engine computes the sample and
+the KL as two ops, ``Reparameterize`` and ``GaussianKL`` in tinyvae/ops/gaussian.py, and the fused backward
+needs both gradients at once; the saving would be ~5 µs of a ~5.6 ms step).
+
 Forward, for mu, logvar, eps of shape (B, Z) (Kingma & Welling 2014, eq. 10 and Appendix B):
 
     σ = exp(logvar / 2),   σ² = e^{logvar} = σ · σ,
@@ -11,11 +15,12 @@ Backward, given g_z = dL/dz (B, Z) and g_kl = dL/dkl (B,), for each (b, j):
     dL/dlogvar = g_z · dz/dlogvar + g_kl · dkl/dlogvar = g_z ε σ / 2 + g_kl (σ² − 1) / 2,
 
 since dσ/dlogvar = σ/2 and d(e^{logvar})/dlogvar = e^{logvar}. These are the sums of
-``tinyvae.ops.gaussian.Reparameterize.backward`` and ``GaussianKL.backward`` (standard prior) for one
+``Reparameterize.backward`` and ``GaussianKL.backward`` in tinyvae/ops/gaussian.py (standard prior) for one
 shared (μ, logvar). The forward returns σ and σ² so the backward needs no exp at all.
 
-σ² is computed as σ · σ, one exp per element instead of two: this numba has no SVML, so exp is a scalar
-libm call and the dominant cost. σ · σ differs from exp(logvar) by at most ~2 ulps (relative).
+σ² is computed as σ · σ, one exp per element instead of two: the numba measured in benchmarks/RESULTS.md
+has no SVML, so exp is a scalar libm call and the dominant cost. σ · σ differs from exp(logvar) by at most
+~2 ulps (relative).
 
 Three versions side by side:
 
@@ -31,15 +36,16 @@ Each forward returns ``(z, kl, sigma, var)``; each backward ``(grad_mu, grad_log
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
+from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
+# The loops' numba.prange: compile_kernels sets this on first use, so importing this file imports no numba.
+numba = None
 
 COMPILE_SECONDS: dict[str, float] = {}  # first-use compile/load time per version, read by the benchmark
 
@@ -128,15 +134,17 @@ def _numba_kernels(parallel):
 
     Two builds of the same loops: ``parallel=False`` for one thread, which needs no pool switch (entering
     ``backend.numba_threads`` costs ~5 µs, more than the whole (128, 20) backward), and ``parallel=True``
-    for ``threads > 1``. Measured at (16..512, 20), float32: the serial build is what wins (RESULTS.md)."""
-    global numba
-    numba = _backend.load_numba()
-    start = time.perf_counter()
-    options = dict(parallel=parallel, boundscheck=False, fastmath={"contract"})
-    forward = cached_njit(_fused_forward, _FORWARD_SIGNATURES, **options)
-    backward = cached_njit(_fused_backward, _BACKWARD_SIGNATURES, **options)
-    COMPILE_SECONDS["numba" if not parallel else "numba parallel"] = time.perf_counter() - start
-    return forward, backward
+    for ``threads > 1``. Measured at (16..512, 20), float32: the serial build is what wins (RESULTS.md,
+    "Fused elementwise kernels")."""
+    return compile_kernels(
+        "gaussian",
+        [(_fused_forward, _FORWARD_SIGNATURES), (_fused_backward, _BACKWARD_SIGNATURES)],
+        seconds=COMPILE_SECONDS,
+        key="numba parallel" if parallel else "numba",
+        parallel=parallel,
+        boundscheck=False,
+        fastmath={"contract"},
+    )
 
 
 def _c_order(dtype, *arrays):
@@ -231,22 +239,13 @@ BACKWARD = {
 IMPLEMENTATIONS = {name: (FORWARD[name], BACKWARD[name]) for name in FORWARD}
 
 
-def _pick(array, backend, op):
-    if backend is None:
-        if array_module(array) is not np:
-            return "cupy"
-        return "numba" if _backend.current() == "numba" else "numpy"
-    if backend not in IMPLEMENTATIONS:
-        raise ValueError(f"{op}: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
-    return backend
-
-
 def gaussian_forward(mu, logvar, eps, *, backend=None):
-    """``(z, kl, sigma, var)`` for (B, Z) inputs; the version follows ``tinyvae.backend`` (CuPy arrays go to
-    CuPy) unless ``backend`` names one."""
-    return FORWARD[_pick(mu, backend, "gaussian_forward")](mu, logvar, eps)
+    """``(z, kl, sigma, var)`` for (B, Z) inputs; the version follows the rule of kernels/_routing.py (CuPy
+    arrays go to CuPy, NumPy arrays to numba under the numba backend, else NumPy) unless ``backend`` names
+    one."""
+    return pick_version(FORWARD, "gaussian_forward", (mu,), backend)(mu, logvar, eps)
 
 
 def gaussian_backward(g_z, g_kl, mu, eps, sigma, var, *, backend=None):
     """``(dL/dmu, dL/dlogvar)``; pass zeros for a gradient that does not flow (e.g. g_kl = 0 in IWAE)."""
-    return BACKWARD[_pick(mu, backend, "gaussian_backward")](g_z, g_kl, mu, eps, sigma, var)
+    return pick_version(BACKWARD, "gaussian_backward", (mu,), backend)(g_z, g_kl, mu, eps, sigma, var)

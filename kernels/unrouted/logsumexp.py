@@ -1,11 +1,14 @@
 """Row-wise log-sum-exp with its gradient (the softmax), for the IWAE bound's reduction over K samples.
 
+Not routed: the engine's ``LogSumExp`` (tinyvae/ops/reduce.py) runs NumPy, because this kernel's numba
+version lost to it at the IWAE's size (kernels/unrouted/README.md has the numbers).
+
 For x of shape (R, C), with m_r = max_c x_rc taken as 0 when it is not finite:
 
     out_r = m_r + log Σ_c exp(x_rc − m_r),      softmax_rc = ∂out_r/∂x_rc = exp(x_rc − out_r).
 
 Shifting by the row maximum makes the largest term exp(0) = 1, so nothing overflows and inputs of
-magnitude 1e4 are fine (as in ``tinyvae.ops.reduce.LogSumExp``). Edge rows:
+magnitude 1e4 are fine (as in ``LogSumExp``, tinyvae/ops/reduce.py). Edge rows:
 
 * an all −inf row (or a row with no columns) has sum 0: out = −inf and a softmax row of zeros;
 * a −inf entry in an otherwise finite row has exp(−inf) = 0: softmax 0 there, the rest sums to 1;
@@ -13,8 +16,8 @@ magnitude 1e4 are fine (as in ``tinyvae.ops.reduce.LogSumExp``). Edge rows:
   elsewhere: the limit of the softmax as they grow, where exp(x − out) would be ∞ − ∞ = NaN;
 * a row with a NaN has out = NaN and a NaN softmax row.
 
-These are the engine's definitions (``tinyvae.ops.reduce.LogSumExp`` and its backward), so the two agree
-on every input; the engine alone refuses an axis of size 0.
+These are the engine's definitions (``LogSumExp`` in tinyvae/ops/reduce.py and its backward), so the two
+agree on every input; the engine alone refuses an axis of size 0.
 
 The IWAE's log-weights come as (K, B) (``VAE.log_weights``), and the bound reduces over K: these kernels
 take the transpose, rows = B examples, columns = K samples, so that each row is one contiguous run of
@@ -38,12 +41,14 @@ import functools
 import time
 
 import numpy as np
-from tinyvae.kernels._jit import cached_njit
+from tinyvae.kernels._jit import compile_kernels
+from tinyvae.kernels._routing import pick_version
 
 from tinyvae import backend as _backend
 from tinyvae.backend import array_module
 
-numba = None  # imported on first use through backend.load_numba (which picks the threading layer)
+# The loop's numba.prange: compile_kernels sets this on first use, so importing this file imports no numba.
+numba = None
 
 COMPILE_SECONDS: dict[str, float] = {}  # first-use compile/load time per version, read by the benchmark
 
@@ -134,13 +139,15 @@ def _numba_kernel(parallel):
     """Compile (or load from numba's on-disk cache) the kernel; on first use, never at import. A serial
     build for one thread (no ~5 µs pool switch through ``backend.numba_threads``), a ``parallel=True``
     build for more."""
-    global numba
-    numba = _backend.load_numba()
-    start = time.perf_counter()
-    kernel = cached_njit(
-        _lse_rows, _NUMBA_SIGNATURES, parallel=parallel, boundscheck=False, fastmath={"contract"}
+    (kernel,) = compile_kernels(
+        "logsumexp_rows",
+        [(_lse_rows, _NUMBA_SIGNATURES)],
+        seconds=COMPILE_SECONDS,
+        key="numba parallel" if parallel else "numba",
+        parallel=parallel,
+        boundscheck=False,
+        fastmath={"contract"},
     )
-    COMPILE_SECONDS["numba" if not parallel else "numba parallel"] = time.perf_counter() - start
     return kernel
 
 
@@ -262,14 +269,7 @@ IMPLEMENTATIONS = {"numpy": logsumexp_rows_numpy, "numba": logsumexp_rows_numba,
 
 
 def logsumexp_rows(x, *, backend=None):
-    """``(log Σ_c exp(x_rc) per row, softmax over each row)`` for a 2-D ``x``. CuPy arrays go to the CuPy
-    version; NumPy arrays to the numba version under the numba backend, else the reference, unless
-    ``backend`` names one."""
-    if backend is None:
-        if array_module(x) is not np:
-            backend = "cupy"
-        else:
-            backend = "numba" if _backend.current() == "numba" else "numpy"
-    if backend not in IMPLEMENTATIONS:
-        raise ValueError(f"logsumexp_rows: backend {backend!r} is not one of {sorted(IMPLEMENTATIONS)}")
-    return IMPLEMENTATIONS[backend](x)
+    """``(log Σ_c exp(x_rc) per row, softmax over each row)`` for a 2-D ``x``; the version follows the rule
+    of kernels/_routing.py (CuPy arrays go to CuPy, NumPy arrays to numba under the numba backend, else the
+    reference) unless ``backend`` names one."""
+    return pick_version(IMPLEMENTATIONS, "logsumexp_rows", (x,), backend)(x)
