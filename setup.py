@@ -17,7 +17,7 @@ setup(
     package_data={"tinyvae": ["datasets/*.npz"]},  # the embedded MNIST 5k (see README, "Data")
     # tqdm: the live progress bar of `tinyvae train`.
     install_requires=["numpy>=1.24", "numba>=0.58", "matplotlib>=3.6", "tqdm>=4.60"],
-    entry_points={"console_scripts": ["tinyvae = tinyvae.cli:main"]},
+    entry_points={"console_scripts": ["tinyvae = tinyvae.__main__:main"]},  # picks the BLAS kernels first
     extras_require={
         "test": TEST_REQUIRES,
         "gpu": ["cupy-cuda12x>=13"],

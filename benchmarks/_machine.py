@@ -13,8 +13,9 @@ def cpu_model():
 
 
 def fresh_process_environment(env):
-    """``env`` for a benchmark subprocess, with the OpenBLAS kernel choice that ``import tinyvae`` makes in a
-    fresh process (tinyvae/blas_tuning.py): the worker imports NumPy before tinyvae, so the parent decides."""
+    """``env`` for a benchmark subprocess, with the OpenBLAS kernel choice the ``tinyvae`` command makes
+    (tinyvae/blas_tuning.py): the worker imports NumPy first, and OpenBLAS reads the choice when NumPy loads
+    it, so the parent decides. ``TINYVAE_BLAS_TUNING=0`` or an ``OPENBLAS_CORETYPE`` of your own wins."""
     from tinyvae import blas_tuning
 
     blas_tuning.apply(env, numpy_loaded=False, record=False)

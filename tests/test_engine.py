@@ -6,7 +6,7 @@ import pytest
 
 import tinyvae as tv
 import tinyvae.functional as F
-from tinyvae.autodiff import Function
+from tinyvae.autodiff import Function, check_broadcastable
 
 
 def leaf(values, dtype=numpy.float64):
@@ -280,3 +280,28 @@ def test_sum_to_shape_undoes_broadcasting():
     numpy.testing.assert_array_equal(tv.sum_to_shape(g, (3, 1)), g.sum(axis=(0, 2)).reshape(3, 1))
     numpy.testing.assert_array_equal(tv.sum_to_shape(g, ()), g.sum())
     assert tv.sum_to_shape(g, (2, 3, 4)) is g
+
+
+def test_check_broadcastable_passes_what_numpy_broadcasts_and_names_a_clash():
+    """The one broadcast check: silent when NumPy would broadcast, else the op, every shape and the axis."""
+    for shapes in [((128, 20), (20,)), ((4, 1), (2, 1, 3)), ((), (5,)), ((2, 1), (1, 3), (3,))]:
+        numpy.broadcast_shapes(*shapes)  # NumPy agrees
+        assert check_broadcastable("op", *shapes) is None
+    with pytest.raises(ValueError, match=r"add: shapes \(2, 3\) and \(2, 4\) do not broadcast: axis -1"):
+        check_broadcastable("add", (2, 3), (2, 4))
+    # Three shapes that each fit the first but not each other (2 vs 3 on the last axis).
+    with pytest.raises(ValueError, match=r"shapes mu \(1,\) and logvar \(2,\) and eps \(3,\)"):
+        check_broadcastable("reparameterize", (1,), (2,), (3,), names=["mu", "logvar", "eps"])
+
+
+def test_an_op_on_plain_arrays_returns_a_tensor():
+    """Function.apply wraps its output in the Tensor class that tensor.py handed to the engine."""
+
+    class Double(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+    y = Double.apply(numpy.ones(3))
+    assert type(y) is tv.Tensor and not y.requires_grad
+    numpy.testing.assert_array_equal(y.data, [2.0, 2.0, 2.0])

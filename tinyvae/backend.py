@@ -45,10 +45,12 @@ def load_numba():
     """Import numba the way tinyvae wants it, or raise ImportError. Kernels import numba only through here.
 
     Threading layer: OpenMP first when numba has it, else workqueue (a user's own NUMBA_THREADING_LAYER or
-    priority is respected). Measured here: launching a ``prange`` kernel costs ~2 µs under OpenMP and
-    70-100 µs under workqueue, which sleeps its threads; at ten parameters an Adam step that is 1 ms. The
-    catch with OpenMP (issue 4's threading trap): its threads spin after a parallel region, and beside a
-    multi-threaded OpenBLAS on 2 cores that made a training step 3-5x slower. So the memory-bound kernels
+    priority is respected). Measured on the 2-vCPU Zen 4 of benchmarks/RESULTS.md ("Training step against
+    PyTorch", the Adam paragraph): launching a ``prange`` kernel costs ~2 µs under OpenMP and 70-100 µs
+    under workqueue, which sleeps its threads; at ten parameters an Adam step that is 1 ms. The catch with
+    OpenMP: its threads spin after a parallel region, and beside a multi-threaded OpenBLAS on 2 cores that
+    made a training step 3-5x slower (the same trap in "Nearest-codebook search": a parallel build of the
+    fused pass took 249-276 ms against the serial one's 39 ms). So the memory-bound kernels
     run their ``prange`` loops on one thread (see :func:`numba_threads`): ``prange`` is there because it
     lets numba vectorise the loop (its iterations are declared independent), not for the threads.
     """

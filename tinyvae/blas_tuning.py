@@ -10,14 +10,20 @@ benchmarks/RESULTS.md), float32, fresh process per setting: the eleven GEMMs of 
 nearest-codebook search at (65536, 512, 64), two threads, 38.2 → 28.3 ms.
 
 The choice is the environment variable ``OPENBLAS_CORETYPE``, read once, when NumPy is first imported. So
-:func:`apply` must run before ``import numpy``: ``import tinyvae`` calls it first thing (and so the
-``tinyvae`` command does), which works when tinyvae is imported before NumPy. Otherwise set
-``OPENBLAS_CORETYPE=Haswell`` in the shell yourself; :func:`tinyvae.backend.info` reports what happened
-and which kernels OpenBLAS is using.
+:func:`apply` must run before ``import numpy``. Who runs it:
+
+* the ``tinyvae`` command and ``python -m tinyvae`` (tinyvae/__main__.py), before they import anything that
+  imports NumPy;
+* the benchmarks, for the worker processes they start (benchmarks/_machine.py);
+* ``import tinyvae`` in your own script only if you ask, with ``TINYVAE_BLAS_TUNING=1`` (and only if tinyvae
+  is imported before NumPy): importing a library should not change your process's environment.
+
+Otherwise set ``OPENBLAS_CORETYPE=Haswell`` in the shell yourself. :func:`tinyvae.backend.info` (and
+``tinyvae info``) reports what happened and which kernels OpenBLAS is using.
 
 Rules, in order:
 1. ``OPENBLAS_CORETYPE`` already set: keep it (your choice wins).
-2. ``TINYVAE_BLAS_TUNING=0``: do nothing.
+2. ``TINYVAE_BLAS_TUNING=0``: do nothing (the command and the benchmarks included).
 3. NumPy already imported: too late to change anything; say so.
 4. Zen 4 (vendor AuthenticAMD, family 25, ``avx512f`` flag): set ``OPENBLAS_CORETYPE=Haswell``.
 5. Anything else: do nothing (no measurement says another choice is better).
@@ -34,7 +40,12 @@ ZEN4_CORETYPE = "Haswell"
 _CPUINFO_PATH = "/proc/cpuinfo"
 
 # What apply() did and why; read by tinyvae.backend.info().
-decision = {"coretype": None, "reason": "apply() has not run", "numpy_was_loaded": None}
+decision = {
+    "coretype": None,
+    "reason": "not applied: import tinyvae leaves OpenBLAS's choice alone unless TINYVAE_BLAS_TUNING=1 "
+    "(the tinyvae command applies it)",
+    "numpy_was_loaded": None,
+}
 
 
 def _first_cpu_fields(cpuinfo_text: str) -> dict[str, str]:
@@ -88,11 +99,13 @@ def apply(
     if wanted is not None and numpy_loaded:
         reason = (
             "NumPy was imported before tinyvae, so OpenBLAS had already chosen; for its faster kernels "
-            f"on this CPU set OPENBLAS_CORETYPE={wanted} or import tinyvae first"
+            f"on this CPU set OPENBLAS_CORETYPE={wanted}, or import tinyvae first with TINYVAE_BLAS_TUNING=1"
         )
     elif wanted is not None:
         environ["OPENBLAS_CORETYPE"] = coretype = wanted
-        reason = "AMD Zen 4: OpenBLAS's AVX2 kernels measured faster here"
+        reason = (
+            "AMD Zen 4: OpenBLAS's AVX2 kernels, measured 4-26% faster there (see tinyvae/blas_tuning.py)"
+        )
     result = {"coretype": coretype, "reason": reason, "numpy_was_loaded": numpy_loaded}
     if record:
         decision.update(result)

@@ -25,7 +25,7 @@ import numbers
 
 import numpy
 
-from tinyvae import autodiff
+from tinyvae import autodiff, ops
 from tinyvae.backend import array_module, default_array_module, to_device
 
 DEFAULT_DTYPE = numpy.float32
@@ -329,14 +329,5 @@ class Tensor:
         return ops.sigmoid(self)
 
 
-def as_operand(value):
-    """Prepare the other operand of a binary op: tensors pass, Python numbers stay *weak* scalars
-    (they take the tensor's dtype, as in NumPy 2), arrays and lists become constant tensors."""
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return Tensor(value)
-
-
-from tinyvae import ops  # noqa: E402  (the ops need Tensor defined first)
+# Function.apply wraps every op's output in this class, which autodiff cannot import (see autodiff.py).
+autodiff.use_tensor_class(Tensor)

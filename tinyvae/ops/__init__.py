@@ -1,4 +1,7 @@
-"""Every differentiable op, one class each with its forward and backward side by side."""
+"""Every differentiable op, one class each with its forward and backward side by side.
+
+``__all__`` below is the list of public functions; :mod:`tinyvae.functional` (``F``) exports the same list.
+"""
 
 from tinyvae.ops.elementwise import (
     add,

@@ -6,14 +6,16 @@ broadcast like NumPy; their backward sums each gradient back to its input's shap
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function, check_broadcastable, check_same_array_module, sum_to_shape
+from tinyvae.autodiff import (
+    Function,
+    as_operand,
+    check_broadcastable,
+    check_same_array_module,
+    is_tensor,
+    sum_to_shape,
+)
 from tinyvae.backend import array_module
 from tinyvae.kernels import relu as relu_kernels
-from tinyvae.tensor import Tensor, as_operand
-
-
-def _input_shape(ctx, i):
-    return ctx.inputs[i].shape
 
 
 def _apply_binary(op, name, a, b):
@@ -21,7 +23,7 @@ def _apply_binary(op, name, a, b):
     and both shapes, rather than by NumPy from inside the forward. Equal shapes and one array type (the
     common case) cost two comparisons; only a mismatch pays for the full checks."""
     a, b = as_operand(a), as_operand(b)
-    if isinstance(a, Tensor) and isinstance(b, Tensor):  # a Python number broadcasts against anything
+    if is_tensor(a) and is_tensor(b):  # a Python number broadcasts against anything
         if type(a.data) is not type(b.data):
             check_same_array_module(name, a.data, b.data)
         if a.shape != b.shape:
@@ -42,8 +44,8 @@ class Add(Function):
     @staticmethod
     def backward(ctx, g):
         """dy/da = dy/db = 1, so each input receives g, summed over the axes it was broadcast along."""
-        grad_a = sum_to_shape(g, _input_shape(ctx, 0)) if ctx.needs_input_grad[0] else None
-        grad_b = sum_to_shape(g, _input_shape(ctx, 1)) if ctx.needs_input_grad[1] else None
+        grad_a = sum_to_shape(g, ctx.inputs[0].shape) if ctx.needs_input_grad[0] else None
+        grad_b = sum_to_shape(g, ctx.inputs[1].shape) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
@@ -61,8 +63,8 @@ class Sub(Function):
     @staticmethod
     def backward(ctx, g):
         """dy/da = 1, dy/db = -1."""
-        grad_a = sum_to_shape(g, _input_shape(ctx, 0)) if ctx.needs_input_grad[0] else None
-        grad_b = sum_to_shape(-g, _input_shape(ctx, 1)) if ctx.needs_input_grad[1] else None
+        grad_a = sum_to_shape(g, ctx.inputs[0].shape) if ctx.needs_input_grad[0] else None
+        grad_b = sum_to_shape(-g, ctx.inputs[1].shape) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
@@ -82,8 +84,8 @@ class Mul(Function):
     def backward(ctx, g):
         """dy/da = b, dy/db = a (the product rule, one factor at a time)."""
         a, b = ctx.saved
-        grad_a = sum_to_shape(g * b, _input_shape(ctx, 0)) if ctx.needs_input_grad[0] else None
-        grad_b = sum_to_shape(g * a, _input_shape(ctx, 1)) if ctx.needs_input_grad[1] else None
+        grad_a = sum_to_shape(g * b, ctx.inputs[0].shape) if ctx.needs_input_grad[0] else None
+        grad_b = sum_to_shape(g * a, ctx.inputs[1].shape) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
@@ -103,8 +105,8 @@ class Div(Function):
     def backward(ctx, g):
         """dy/da = 1/b, dy/db = -a/b² (quotient rule)."""
         a, b = ctx.saved
-        grad_a = sum_to_shape(g / b, _input_shape(ctx, 0)) if ctx.needs_input_grad[0] else None
-        grad_b = sum_to_shape(-g * a / (b * b), _input_shape(ctx, 1)) if ctx.needs_input_grad[1] else None
+        grad_a = sum_to_shape(g / b, ctx.inputs[0].shape) if ctx.needs_input_grad[0] else None
+        grad_b = sum_to_shape(-g * a / (b * b), ctx.inputs[1].shape) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
@@ -127,10 +129,10 @@ class Power(Function):
         a, b, y = ctx.saved
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = sum_to_shape(g * b * a ** (b - 1), _input_shape(ctx, 0))
+            grad_a = sum_to_shape(g * b * a ** (b - 1), ctx.inputs[0].shape)
         if ctx.needs_input_grad[1]:
             xp = array_module(a)
-            grad_b = sum_to_shape(g * y * xp.log(a), _input_shape(ctx, 1))
+            grad_b = sum_to_shape(g * y * xp.log(a), ctx.inputs[1].shape)
         return grad_a, grad_b
 
 

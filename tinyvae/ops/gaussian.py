@@ -6,10 +6,9 @@ Variances are carried as log-variances ``logvar = log σ²``: any real number is
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function, broadcast_shape, sum_to_shape
+from tinyvae.autodiff import Function, as_operand, check_broadcastable, is_tensor, sum_to_shape
 from tinyvae.backend import array_module
 from tinyvae.ops.elementwise import stable_sigmoid
-from tinyvae.tensor import Tensor, as_operand
 
 # The range an encoder's log σ² is softly clamped to (see SoftClamp). Why these ends: exp overflows float32
 # at 88.7, and the formulas multiply by exp(logvar) (the KL's σ², the sample's σ) or exp(−logvar) (the
@@ -28,15 +27,11 @@ def _refuse_unbroadcastable(op, **named):
     """After a forward failed: if the named tensors' shapes do not broadcast together, raise a ValueError
     naming each argument and its shape (NumPy's "operands could not be broadcast" names neither). Called
     only on failure, so the common path pays nothing."""
-    shapes = {name: tuple(t.shape) for name, t in named.items() if isinstance(t, Tensor)}
+    shapes = {name: tuple(t.shape) for name, t in named.items() if is_tensor(t)}
     try:
-        broadcast_shape(op, *shapes.values(), names=list(shapes))
+        check_broadcastable(op, *shapes.values(), names=list(shapes))
     except ValueError as error:
         raise error from None  # NumPy's message would only repeat it, less clearly
-
-
-def _shape_of(ctx, i):
-    return ctx.inputs[i].shape
 
 
 class Reparameterize(Function):
@@ -54,11 +49,11 @@ class Reparameterize(Function):
     def backward(ctx, g):
         """dz/dμ = 1;  dz/dlogvar = ε · dσ/dlogvar = ε σ / 2;  dz/dε = σ."""
         std, eps = ctx.saved
-        grad_mu = sum_to_shape(g, _shape_of(ctx, 0)) if ctx.needs_input_grad[0] else None
+        grad_mu = sum_to_shape(g, ctx.inputs[0].shape) if ctx.needs_input_grad[0] else None
         grad_logvar = (
-            sum_to_shape(0.5 * g * std * eps, _shape_of(ctx, 1)) if ctx.needs_input_grad[1] else None
+            sum_to_shape(0.5 * g * std * eps, ctx.inputs[1].shape) if ctx.needs_input_grad[1] else None
         )
-        grad_eps = sum_to_shape(g * std, _shape_of(ctx, 2)) if ctx.needs_input_grad[2] else None
+        grad_eps = sum_to_shape(g * std, ctx.inputs[2].shape) if ctx.needs_input_grad[2] else None
         return grad_mu, grad_logvar, grad_eps
 
 
@@ -121,7 +116,7 @@ class GaussianKL(Function):
             # An input broadcast along the last axis (mu of shape (1,) beside logvar of shape (Z,)) was
             # counted once per dimension: spread the gradient over all Z dims first, then sum_to_shape
             # adds up those copies (g[..., None] alone has size 1 there).
-            return sum_to_shape(xp.broadcast_to(per_dim, ctx.terms_shape), _shape_of(ctx, i))
+            return sum_to_shape(xp.broadcast_to(per_dim, ctx.terms_shape), ctx.inputs[i].shape)
 
         grads = [None, None, None, None]
         if ctx.needs_input_grad[0]:
@@ -145,7 +140,7 @@ def gaussian_kl(mu, logvar, mu_p=None, logvar_p=None):
         raise ValueError("gaussian_kl: give both mu_p and logvar_p, or neither (for the N(0, I) prior)")
     args = [as_operand(a) if a is not None else None for a in (mu, logvar, mu_p, logvar_p)]
     for name, a in zip(("mu", "logvar", "mu_p", "logvar_p"), args, strict=True):
-        if isinstance(a, Tensor) and a.ndim == 0:
+        if is_tensor(a) and a.ndim == 0:
             raise ValueError(
                 f"gaussian_kl: {name} is a scalar, but the KL sums over the last axis "
                 "(the latent dimensions); give it shape (..., Z)"

@@ -10,10 +10,9 @@ import math
 
 import numpy
 
-from tinyvae.autodiff import Function, sum_to_shape
+from tinyvae.autodiff import Function, as_operand, sum_to_shape
 from tinyvae.backend import array_module
 from tinyvae.kernels import bernoulli_parts
-from tinyvae.tensor import as_operand
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -68,10 +67,6 @@ def _check_targets(x):
     )
 
 
-def _shape_of(ctx, i):
-    return ctx.inputs[i].shape
-
-
 class GaussianLogProb(Function):
     """log N(x; μ, σ²) = −½ [ log 2π + logvar + (x − μ)² e^(−logvar) ], elementwise."""
 
@@ -91,11 +86,11 @@ class GaussianLogProb(Function):
         scaled_diff = diff * inv_var
         grads = [None, None, None]
         if ctx.needs_input_grad[0]:
-            grads[0] = sum_to_shape(-g * scaled_diff, _shape_of(ctx, 0))
+            grads[0] = sum_to_shape(-g * scaled_diff, ctx.inputs[0].shape)
         if ctx.needs_input_grad[1]:
-            grads[1] = sum_to_shape(g * scaled_diff, _shape_of(ctx, 1))
+            grads[1] = sum_to_shape(g * scaled_diff, ctx.inputs[1].shape)
         if ctx.needs_input_grad[2]:
-            grads[2] = sum_to_shape(0.5 * g * (diff * scaled_diff - 1), _shape_of(ctx, 2))
+            grads[2] = sum_to_shape(0.5 * g * (diff * scaled_diff - 1), ctx.inputs[2].shape)
         return tuple(grads)
 
 
@@ -147,9 +142,9 @@ class BernoulliLogProb(Function):
         grads = [None, None]
         if ctx.needs_input_grad[0]:
             grad = bernoulli_parts.logit_gradient(logits, x, e, g)  # (x − σ(l)) g, in g's (broadcast) shape
-            grads[0] = sum_to_shape(grad, _shape_of(ctx, 0))
+            grads[0] = sum_to_shape(grad, ctx.inputs[0].shape)
         if ctx.needs_input_grad[1]:
-            grads[1] = sum_to_shape(g * logits, _shape_of(ctx, 1))
+            grads[1] = sum_to_shape(g * logits, ctx.inputs[1].shape)
         return tuple(grads)
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function, broadcast_shape, check_same_array_module, sum_to_shape
+from tinyvae.autodiff import (
+    Function,
+    as_operand,
+    check_broadcastable,
+    check_same_array_module,
+    is_tensor,
+    sum_to_shape,
+)
 from tinyvae.backend import array_module
-from tinyvae.tensor import Tensor, as_operand
 
 
 def _swap_last_two(a):
@@ -48,7 +54,7 @@ class MatMul(Function):
 def matmul(a, b):
     """``a @ b`` with NumPy's rules (batch dims broadcast; 1-D operands are vectors)."""
     a, b = as_operand(a), as_operand(b)
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor) or a.ndim == 0 or b.ndim == 0:
+    if not is_tensor(a) or not is_tensor(b) or a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: both operands must be arrays of at least one dimension, not scalars")
     inner_a = a.shape[-1]
     inner_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
@@ -60,7 +66,7 @@ def matmul(a, b):
     batch_a, batch_b = a.shape[:-2], b.shape[:-2]
     if batch_a != batch_b and batch_a and batch_b:
         try:
-            broadcast_shape("matmul", batch_a, batch_b)
+            check_broadcastable("matmul", batch_a, batch_b)
         except ValueError:
             raise ValueError(
                 f"matmul: shapes {a.shape} and {b.shape} do not align: their batch dimensions {batch_a} "

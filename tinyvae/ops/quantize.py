@@ -3,9 +3,8 @@ Representation Learning", Sec. 3.1–3.2)."""
 
 from __future__ import annotations
 
-from tinyvae.autodiff import Function
+from tinyvae.autodiff import Function, is_tensor
 from tinyvae.kernels import nearest_code
-from tinyvae.tensor import Tensor
 
 
 class StraightThroughQuantize(Function):
@@ -48,7 +47,7 @@ def vector_quantize(z_e, codebook):
         ("z_e", z_e, "(..., code_dim)"),
         ("codebook", codebook, "(num_codes, code_dim)"),
     ):
-        if not isinstance(value, Tensor):
+        if not is_tensor(value):
             raise TypeError(
                 f"vector_quantize: {name} must be a Tensor of shape {expected}, got {_describe(value)}; wrap "
                 f"an array with tv.Tensor({name})"

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-from tinyvae.autodiff import Function, sum_to_shape
+from tinyvae.autodiff import Function, as_tensor, is_tensor, sum_to_shape
 from tinyvae.backend import array_module
-from tinyvae.tensor import Tensor
 
 
 class Reshape(Function):
@@ -84,10 +83,10 @@ class GetItem(Function):
 
 
 def getitem(x, index):
-    if isinstance(index, Tensor):
+    if is_tensor(index):
         index = index.data
     elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        index = tuple(i.data if is_tensor(i) else i for i in index)
     return GetItem.apply(x, index=index)
 
 
@@ -128,7 +127,7 @@ class Concatenate(Function):
 
 
 def concatenate(tensors, axis=0):
-    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concatenate: needs at least one tensor")
     ndim = tensors[0].ndim
@@ -162,7 +161,7 @@ class Stack(Function):
 
 
 def stack(tensors, axis=0):
-    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack: needs at least one tensor")
     for i, t in enumerate(tensors):
