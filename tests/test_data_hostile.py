@@ -160,7 +160,7 @@ def test_loader_refuses_an_absurd_image_count_from_the_header(tmp_path):
     assert_bounded_data_error(
         outcome,
         str(path),
-        "the IDX header declares 5,000,000 images (dims (5000000, 28, 28)), more than the 1,000,000 tinyvae "
+        "the IDX header declares 5,000,000 images (dims (5000000, 28, 28)), more than the 100,000 tinyvae "
         "reads from one file",
         "nothing past the header was read",
     )

@@ -118,8 +118,9 @@ def test_interface_shapes_and_ranges():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"flow_steps": -1}, "flow_steps must be an integer >= 0, got -1"),
-        ({"flow_steps": 1.5}, "flow_steps must be an integer >= 0, got 1.5"),
+        ({"flow_steps": -1}, "flow_steps must be an integer from 0 to 1,000, got -1"),
+        ({"flow_steps": 1.5}, "flow_steps must be an integer from 0 to 1,000, got 1.5"),
+        ({"flow_steps": 10**8}, "flow_steps must be an integer from 0 to 1,000, got 100000000"),
         ({"flow": "iaf"}, "flow must be one of.*got 'iaf'"),
         ({"free_bits": 0.5}, "free_bits must be 0 for the flow posterior, got 0.5"),
     ],

@@ -36,12 +36,18 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 
 import numpy
 from numpy.lib import format as npy
+
+from tinyvae.files import (  # noqa: F401  (re-exported: checkpoints are written with them)
+    TEMPORARY_PREFIX,
+    atomic_write_bytes,
+    remove_stale_temporaries,
+    temporary_of,
+)
 
 try:  # zipfile reads LZMA members when Python has lzma; its errors are not OSErrors
     from lzma import LZMAError
@@ -74,7 +80,9 @@ META_KEY = "meta.json"
 # MAX_INFLATION times the file's size on disk, whatever its headers say.
 MAX_INFLATION = 16
 INFLATION_ALLOWANCE = 1 << 20  # bytes
-META_LIMIT = 64 << 20  # bytes of JSON header; a run's history grows by about 1 kB an epoch
+# Bytes of JSON header: a run's history grows by about 1 kB an epoch, so 8 MB is thousands of epochs, while
+# Python's objects for JSON take up to ~70 times the text (a list of empty objects): 8 MB stays under 600 MB.
+META_LIMIT = 8 << 20
 NPY_HEADER_LIMIT = 10_000  # bytes; NumPy's own max_header_size (its headers are about 128 bytes)
 LARGEST_INTEGER = 2**128  # the widest integer tinyvae writes: the PCG64 state in ``rng``
 LARGEST_COUNT = 2**63 - 1  # epochs and steps are counters that fit an int64
@@ -88,71 +96,6 @@ class NonFiniteStateError(CheckpointError):
     """``save_checkpoint`` refused to write a model or optimiser array holding NaN or infinite values; the
     file at the path is left as it was. A CheckpointError, so whatever reports checkpoint problems (the
     command line's exit status 2) reports this one too."""
-
-
-TEMPORARY_PREFIX = ".tmp-"  # the name of a file being written; never read as a checkpoint
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` so that ``path`` holds either the old or the new content, never a mix.
-
-    The bytes go to ``.tmp-<random><name>`` in the same directory first. On any exception (Ctrl-C included)
-    that temporary is removed; a process killed outright (SIGKILL, power loss) can leave one behind, which
-    nothing reads (loaders open fixed names such as ``last.npz``) and :func:`remove_stale_temporaries`
-    deletes when training starts or resumes in that directory. The directory itself is fsynced after the
-    rename, so the new name survives a power loss; the file gets the permissions a plain ``open`` would.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path)
-    )
-    try:
-        os.fchmod(handle, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; follow the umask instead
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(directory)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _current_umask():
-    mask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory):
-    """Flush a directory entry (the rename) to disk; a no-op where directories cannot be opened."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def remove_stale_temporaries(directory):
-    """Delete the ``.tmp-*`` files that killed writers left in ``directory``; returns their names.
-
-    Call it only where no other process is writing (a run directory when its training starts)."""
-    removed = []
-    for name in sorted(os.listdir(directory)):
-        if name.startswith(TEMPORARY_PREFIX):
-            try:
-                os.unlink(os.path.join(directory, name))
-                removed.append(name)
-            except FileNotFoundError:
-                pass
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------------------

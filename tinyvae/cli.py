@@ -340,7 +340,7 @@ def command_train(args):
 
 def _report_interrupt(interrupt, config):
     """The message of a Ctrl-C (exit 130) or SIGTERM (143) during training, with what was kept."""
-    what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+    what = _interrupted(interrupt)
     kept = getattr(interrupt, "kept", "")
     print(f"\n{what} {kept}" if kept.startswith("before") else f"\n{what}; {kept}")
     if kept.startswith("the last finished epoch"):
@@ -492,19 +492,27 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _interrupted(interrupt):
+    """ "interrupted" for a Ctrl-C, "terminated (SIGTERM)" or "terminated (SIGHUP)" for the others."""
+    if isinstance(interrupt, Terminated):
+        return f"terminated ({interrupt.args[0] if interrupt.args else 'SIGTERM'})"
+    return "interrupted"
 
 
 @contextlib.contextmanager
 def _interrupt_handlers():
-    """Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated inside the block, whatever handlers the
-    process inherited (a job started in the background of a shell inherits SIGINT ignored)."""
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM (or SIGHUP) raises Terminated inside the block, whatever
+    handlers the process inherited (a job started in the background of a shell inherits SIGINT ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
         signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, _raise_terminated),  # the terminal closed: the same
     }
     try:
         yield
@@ -526,12 +534,15 @@ def main(argv=None):
     except (*user_errors, backend.BackendError) as error:
         parser.exit(2, f"tinyvae: error: {error}\n")
     except KeyboardInterrupt as interrupt:
-        terminated = isinstance(interrupt, Terminated)
+        print(f"\ntinyvae {args.command}: {_interrupted(interrupt)}", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
+    except OSError as error:  # a full disk, a read-only folder, a file where a folder should be
+        where = f" {error.filename}" if error.filename else ""
         print(
-            f"\ntinyvae {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+            f"tinyvae {args.command}: error: could not write or read{where}: {error.strerror or error}",
             file=sys.stderr,
         )
-        return 143 if terminated else 130
+        return 1
 
 
 if __name__ == "__main__":

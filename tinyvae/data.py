@@ -73,6 +73,7 @@ MNIST5K_TEST_PER_CLASS = 50  # 50 of each digit's 500 images go to test: 500 tes
 STATIC_BINARIZATION_SEED = 1234  # the one Bernoulli draw behind pixels="binarized-static"
 TOY_SEEDS = {"train": 0, "test": 1}  # a toy's train and test points come from different seeds
 TOY_SIZES = {"train": 10_000, "test": 2_000}
+MAX_TOY_POINTS = 10_000_000  # 80 MB of float32 points: a toy asked for more is a typo, not a dataset
 N_CLASSES = {"mnist5k": 10, "mnist": 10, "fashion-mnist": 10, "ring": 8, "moons": 2, "pinwheel": 5}
 
 # The standard file names, each looked for raw or gzipped.
@@ -296,10 +297,11 @@ IDX_TYPES = {
 MAX_IDX_DIMS = 8
 IDX_IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST images
 # The most examples load_idx_split takes from one file. MNIST and Fashion-MNIST hold 60,000 (train) and
-# 10,000 (test); 1,000,000 leaves room for larger MNIST-style sets while bounding what a header can make us
-# allocate: 784 MB of uint8 images, 3.1 GB once load_dataset makes float32 rows. A header claiming more is
-# refused before any data is read: 5,000,000 zero images gzip to under 4 MB but decompress to 3.9 GB.
-MAX_IDX_EXAMPLES = 1_000_000
+# 10,000 (test); 100,000 leaves room for MNIST-style sets a little larger while bounding what a header can
+# make us allocate: 78 MB of uint8 images, 314 MB once load_dataset makes float32 rows. A header claiming
+# more is refused before any data is read (1,000,000 zero images gzip to under 1 MB but became 3.1 GB of
+# float32 rows, which is how a review found this bound too loose at 1,000,000).
+MAX_IDX_EXAMPLES = 100_000
 IDX_CHUNK_BYTES = 1 << 20  # a gzipped file is decompressed this much at a time, never all at once
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -673,6 +675,10 @@ def make_toy(name, split="train", rng=None, n=None):
     if name not in TOY_DATASETS:
         raise DataError(f"unknown toy dataset {name!r}; valid toys are: {', '.join(TOY_DATASETS)}")
     rng = numpy.random.default_rng(TOY_SEEDS[split]) if rng is None else _generator(rng, "make_toy")
+    if n is not None and n > MAX_TOY_POINTS:
+        raise DataError(
+            f"{name}: n={n:,} points asked for; at most {MAX_TOY_POINTS:,} (a 2-D toy needs far fewer)"
+        )
     size = TOY_SIZES[split] if n is None else max(n, TOY_SIZES[split])
     points, labels = {"ring": ring, "moons": moons, "pinwheel": pinwheel}[name](size, rng)
     if n is not None:

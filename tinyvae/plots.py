@@ -26,16 +26,15 @@ import math
 import pathlib
 
 import numpy
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from tinyvae import evaluate
+from tinyvae import evaluate, figures
 from tinyvae.autodiff import no_grad
 from tinyvae.models.priors import normal_ppf  # noqa: F401  (kept here for plots.normal_ppf users)
+from tinyvae.models.vqvae import codebook_usage_figure as codebook_usage_hist  # noqa: F401  (the VQ-VAE draws it)
 from tinyvae.nn import as_generator
 from tinyvae.tensor import Tensor
 
-DPI = 100
+DPI = figures.DPI
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -68,18 +67,7 @@ def _numpy(value):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _figure(width, height):
-    """A Figure with its own Agg canvas: nothing global (pyplot's registry, the backend) is touched."""
-    figure = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=DPI)
-    return path
+_figure, _save = figures.new_figure, figures.save_png
 
 
 def _check_image_shape(function, model, image_shape):
@@ -410,26 +398,6 @@ def kl_per_dimension_bars(model, x, path, y=None, threshold=1e-2):
     right.set_title("activity (blue: active, grey: inactive)")
     right.legend(loc="best")
     figure.suptitle(f"{model.name}: {count} of {len(kl)} latent units active")
-    figure.tight_layout()
-    return _save(figure, path)
-
-
-def codebook_usage_hist(model, x, path):
-    """How many latent vectors of ``x`` chose each code of a vector-quantised model
-    (:func:`tinyvae.evaluate.codebook_usage`), with the perplexity exp(H) and the number of codes used in
-    the title; other models are refused with evaluate's TypeError."""
-    usage = evaluate.codebook_usage(model, x)
-    counts = numpy.asarray(usage["counts"])
-    figure = _figure(max(6.0, 0.08 * len(counts) + 3), 3.8)
-    ax = figure.add_subplot()
-    ax.bar(numpy.arange(len(counts)), counts, width=1.0, color="tab:blue", edgecolor="none")
-    ax.set_xlabel("code index k")
-    ax.set_ylabel("vectors assigned to code k")
-    ax.set_xlim(-0.5, len(counts) - 0.5)
-    ax.set_title(
-        f"{model.name}: codebook usage, perplexity {usage['perplexity']:.1f} of {len(counts)}, "
-        f"{usage['codes_used']} codes used"
-    )
     figure.tight_layout()
     return _save(figure, path)
 

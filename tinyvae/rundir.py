@@ -17,11 +17,12 @@ Three rules keep that promise:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 
-from tinyvae.checkpoint import TEMPORARY_PREFIX
+from tinyvae.checkpoint import temporary_of
 
 try:
     import fcntl
@@ -56,6 +57,9 @@ RUN_FILES = frozenset(
         *FIGURE_NAMES,
     )
 )
+# Where --overwrite puts the old run's files until the new run has saved its first checkpoint: a new run
+# that fails before that gives them back, so an old run is never lost to a new one that produced nothing.
+REPLACED_NAME = ".tinyvae-replaced"
 
 
 class RunDirError(Exception):
@@ -80,10 +84,22 @@ def read_config(run_dir):
     try:
         with open(path, encoding="utf-8") as file:
             payload = json.load(file)
-    except (OSError, UnicodeDecodeError, ValueError) as error:  # ValueError: JSON, and over-long integers
-        raise RunDirError(f"{path} cannot be read as JSON ({type(error).__name__}: {error})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        if isinstance(error, ValueError) and "integer string conversion" in str(error):
+            reason = (
+                "it holds an integer thousands of digits long"  # Python's own limit, not the user's concern
+            )
+        elif isinstance(error, RecursionError):
+            reason = "it is nested too deeply"
+        raise RunDirError(f"{path} cannot be read as JSON ({reason})") from None
     if not isinstance(payload, dict):
         raise RunDirError(f"{path} must hold a JSON object, found {type(payload).__name__}")
+    version = payload.get("format_version", RUN_FORMAT_VERSION)
+    if payload.get("format") == RUN_FORMAT and version != RUN_FORMAT_VERSION:
+        raise RunDirError(
+            f"{path}: run format version {version!r}, but this tinyvae reads version {RUN_FORMAT_VERSION}"
+        )
     if not _marked_as_run(payload):
         raise RunDirError(
             f'{path} was not written by tinyvae (expected "format": "{RUN_FORMAT}"); '
@@ -113,25 +129,80 @@ def _json_type(value):
 
 
 def is_run_file(name):
-    """Whether a run writes files called ``name`` (the fixed names, and its save temporaries)."""
-    return name in RUN_FILES or name.startswith(TEMPORARY_PREFIX)
+    """Whether a run writes files called ``name``: the fixed names, and the temporaries its atomic writes
+    make of them (``.tmp-`` + 8 random characters + the name; a user's ``.tmp-notes.txt`` is not one)."""
+    return name in RUN_FILES or temporary_of(name, RUN_FILES)
 
 
 def foreign_entries(run_dir):
-    """The entries of ``run_dir`` a run never writes (unknown files, sub-folders, links), sorted."""
+    """The entries of ``run_dir`` a run never writes (unknown files, sub-folders, links), sorted, each
+    with what makes it foreign where its name alone does not say."""
     foreign = []
     for entry in sorted(os.scandir(run_dir), key=lambda e: e.name):
-        if not is_run_file(entry.name) or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-            foreign.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+        if entry.is_symlink():
+            foreign.append(f"{entry.name} (a symbolic link)")
+        elif entry.is_dir(follow_symlinks=False):
+            foreign.append(entry.name + "/")
+        elif not is_run_file(entry.name) or not entry.is_file(follow_symlinks=False):
+            foreign.append(entry.name)
     return foreign
 
 
+def run_files(run_dir):
+    """The run files in ``run_dir`` that a new run replaces (all but the lock)."""
+    return sorted(
+        entry.name
+        for entry in os.scandir(run_dir)
+        if entry.name != LOCK_NAME and is_run_file(entry.name) and entry.is_file(follow_symlinks=False)
+    )
+
+
 def remove_run_files(run_dir):
-    """Remove the files a run wrote in ``run_dir`` (never the lock held by this process, never anything
-    else). Call it holding the lock, after :func:`foreign_entries` found nothing foreign."""
-    for entry in os.scandir(run_dir):
-        if entry.name != LOCK_NAME and is_run_file(entry.name) and entry.is_file(follow_symlinks=False):
-            os.unlink(entry.path)
+    """Remove the files a run wrote in ``run_dir`` (never the lock, never anything else). Call it holding
+    the lock, after :func:`foreign_entries` found nothing foreign."""
+    for name in run_files(run_dir):
+        os.unlink(os.path.join(run_dir, name))
+
+
+def set_aside_run_files(run_dir):
+    """Move the old run's files into ``RUN/.tinyvae-replaced/`` (renames: nothing is copied or lost), so a
+    new run starts clean but can still give them back (:func:`restore_set_aside`). If one cannot be moved
+    (a file the system will not let go), the ones moved so far are put back and a RunDirError says which."""
+    aside = os.path.join(run_dir, REPLACED_NAME)
+    os.mkdir(aside)
+    moved = []
+    try:
+        for name in run_files(run_dir):
+            os.rename(os.path.join(run_dir, name), os.path.join(aside, name))
+            moved.append(name)
+    except OSError as error:
+        for name in moved:
+            os.rename(os.path.join(aside, name), os.path.join(run_dir, name))
+        os.rmdir(aside)
+        raise RunDirError(
+            f"--overwrite refused: cannot move {error.filename} aside ({error.strerror}); the old run is "
+            "left as it was"
+        ) from None
+
+
+def restore_set_aside(run_dir):
+    """Give the old run's files back (the new run ended before its first checkpoint)."""
+    aside = os.path.join(run_dir, REPLACED_NAME)
+    if os.path.isdir(aside):
+        for name in os.listdir(aside):
+            os.replace(os.path.join(aside, name), os.path.join(run_dir, name))
+        os.rmdir(aside)
+
+
+def drop_set_aside(run_dir):
+    """Delete the old run's files for good (the new run has saved a checkpoint). Only run files are in
+    there: :func:`set_aside_run_files` moved nothing else."""
+    aside = os.path.join(run_dir, REPLACED_NAME)
+    if os.path.isdir(aside):
+        for name in os.listdir(aside):
+            if is_run_file(name):
+                os.unlink(os.path.join(aside, name))
+        os.rmdir(aside)
 
 
 # ---------------------------------------------------------------- where a run may go
@@ -145,6 +216,7 @@ def check_writable_location(out, flag="--out"):
     parent that this user cannot write.
     """
     absolute = os.path.abspath(out)
+    out = os.path.normpath(out)  # "link/" and "link/." name the link itself
     if os.path.islink(out):
         raise RunDirError(
             f"{flag} {out} is a symbolic link (to {os.path.realpath(out)}); give the real folder instead"
@@ -182,25 +254,34 @@ class RunLock:
     def acquire(self):
         if fcntl is None:
             return self
-        try:
-            file = open(self.path, "a+", encoding="utf-8")
+        try:  # O_NOFOLLOW: a link planted at the lock's name must not make us write through it
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as error:
-            raise RunDirError(f"cannot lock run directory {self.run_dir}: {error.strerror}") from None
+            what = (
+                "is a symbolic link" if error.errno == errno.ELOOP else f"cannot be opened ({error.strerror})"
+            )
+            raise RunDirError(f"cannot lock run directory {self.run_dir}: {self.path} {what}") from None
+        file = os.fdopen(descriptor, "r+", encoding="utf-8")
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             file.seek(0)
-            holder = file.read().strip() or "unknown"
+            holder = file.read().strip()
             file.close()
             pid, _, command = holder.partition(" ")
+            who = f"process {pid} ({command or 'tinyvae'})" if holder else "another process (just starting)"
             raise RunDirError(
-                f"run directory {self.run_dir} is in use by process {pid} ({command or 'tinyvae'}); "
+                f"run directory {self.run_dir} is in use by {who}; "
                 "one writer at a time: wait for it to finish, or use another --out"
             ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"{os.getpid()} {self.command}\n")
-        file.flush()
+        try:
+            file.seek(0)
+            file.truncate()
+            file.write(f"{os.getpid()} {self.command}\n")
+            file.flush()
+        except OSError as error:  # a full disk
+            file.close()
+            raise RunDirError(f"cannot lock run directory {self.run_dir}: {error.strerror}") from None
         self._file = file
         return self
 
@@ -305,57 +386,79 @@ def check_new_run_dir(out, overwrite):
     return True
 
 
+class NewRunClaim:
+    """A new run's hold on its folder: the lock, the folders it made (deepest last), and whether the lock
+    file was there before; :func:`abandon_new_run` undoes exactly this."""
+
+    def __init__(self, lock, made, lock_existed):
+        self.lock, self.made, self.lock_existed = lock, made, lock_existed
+
+
 def claim_new_run_dir(out, overwrite):
-    """Make or take ``out`` for a new run and lock it; returns (lock, created). Under the lock the folder
-    is checked again (another writer may have filled it since) and the old run's files are removed."""
-    created = not os.path.isdir(out)
+    """Make or take ``out`` for a new run and lock it; returns a :class:`NewRunClaim`. Under the lock the
+    folder is checked again (another writer may have filled it since) and an old run's files are set
+    aside (:func:`set_aside_run_files`), to be dropped once the new run has a checkpoint."""
+    made, missing = [], os.path.abspath(out)
+    while not os.path.exists(missing):
+        made.insert(0, missing)
+        missing = os.path.dirname(missing)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
         raise RunDirError(f"cannot create run directory {out}: {error.strerror}") from None
+    lock_existed = os.path.lexists(os.path.join(out, LOCK_NAME))
     try:
         lock = RunLock(out, command_line()).acquire()
     except RunDirError:
-        if created:
-            remove_if_empty(out)
+        _remove_empty(made)
         raise
     try:
         if check_new_run_dir(out, overwrite):
-            remove_run_files(out)
+            set_aside_run_files(out)
     except BaseException:
         lock.release()
         raise
-    return lock, created
+    return NewRunClaim(lock, made, lock_existed)
 
 
-def remove_if_empty(folder):
-    try:
-        os.rmdir(folder)
-    except OSError:  # not empty (another process's files), or already gone: leave it
-        pass
+def _remove_empty(folders):
+    """Remove the folders (deepest last in the list) that are empty; stop at the first that is not."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (another process's files), or already gone: leave it and its parents
+            return
 
 
-def abandon_new_run(run_dir, lock, created):
+def abandon_new_run(run_dir, claim):
     """Undo a new run that saved no checkpoint, so that the same command can simply be run again: remove
-    the files it wrote, its lock, and the folder if it made it. Returns False (and changes nothing) when
-    a checkpoint exists."""
+    the files it wrote, give back the old run it was replacing, drop its lock file and the folders it made.
+    Returns False (and changes nothing) when a checkpoint exists."""
     if os.path.exists(os.path.join(run_dir, "last.npz")):
         return False
     remove_run_files(run_dir)
-    lock.release()
+    restore_set_aside(run_dir)
+    claim.lock.release()
     lock_path = os.path.join(run_dir, LOCK_NAME)
-    if os.path.exists(lock_path):
+    if not claim.lock_existed and os.path.exists(lock_path):
         os.unlink(lock_path)
-    if created:
-        remove_if_empty(run_dir)
+    _remove_empty(claim.made)
     return True
 
 
 def record_resume(run_dir, settings, done, changed):
-    """config.json after a resume: the settings now in force, and which ones changed after which epoch."""
+    """config.json after a resume: the settings now in force, and which ones changed after which epoch.
+    Returns the file's previous bytes, for a resume that fails before its first epoch to put back."""
     from tinyvae.checkpoint import atomic_write_bytes
 
+    path = os.path.join(run_dir, CONFIG_NAME)
+    with open(path, "rb") as file:
+        previous = file.read()
     payload = read_config(run_dir)
+    resumes = payload.get("resumes", [])
+    if not isinstance(resumes, list):
+        raise RunDirError(f"{path}: 'resumes' must be a list of changes, found {_json_type(resumes)}")
     payload["settings"] = settings
-    payload.setdefault("resumes", []).append({"after_epoch": done, "changed": changed})
-    atomic_write_bytes(os.path.join(run_dir, CONFIG_NAME), json.dumps(payload, indent=2).encode())
+    payload["resumes"] = [*resumes, {"after_epoch": done, "changed": changed}]
+    atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
+    return previous

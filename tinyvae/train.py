@@ -44,6 +44,7 @@ from tinyvae.checkpoint import (
 )
 from tinyvae.rundir import RUN_FORMAT, RUN_FORMAT_VERSION
 
+TRAINER_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz")  # what fit writes
 EVALUATION_SEED = 12345  # test-split noise (sampling z, dynamic pixels) is the same every epoch
 
 
@@ -101,13 +102,27 @@ def _diverged(model, epoch, step, result):
     return TrainingDiverged(f"{where}; every term and parameter is finite, so look at the input batch")
 
 
+def _first_non_finite_parameter(model):
+    for name, parameter in model.named_parameters():
+        if not numpy.isfinite(parameter.numpy()).all():
+            return name
+    return None
+
+
 def train_epoch(model, data, batch_size, optimizer, rng, epoch, progress=None):
     """One pass over ``data`` in shuffled minibatches; returns the weighted means of the batch summaries."""
     model.train()
     summaries = []
     for step, (x, labels) in enumerate(data.batches(batch_size, rng), start=1):
         optimizer.zero_grad()
-        result = model.loss(x, rng, y=_labels_for(model, labels))
+        try:
+            result = model.loss(x, rng, y=_labels_for(model, labels))
+        except ValueError as error:  # e.g. the codebook search refuses a NaN code: divergence, if weights are
+            cause = _first_non_finite_parameter(model)
+            if cause is None:
+                raise
+            where = f"training diverged at epoch {epoch}, step {step}"
+            raise TrainingDiverged(f"{where}: parameter '{cause}' is not finite ({error})") from None
         if not math.isfinite(result.loss.item()):
             raise _diverged(model, epoch, step, result)
         result.loss.backward()
@@ -168,7 +183,8 @@ def fit(
     history = list(history or [])
     if run_dir is not None:
         os.makedirs(run_dir, exist_ok=True)
-        remove_stale_temporaries(run_dir)  # left by a process killed while saving; never read
+        # Left by a trainer killed while saving (never read); only the trainer's own files' temporaries.
+        remove_stale_temporaries(run_dir, TRAINER_FILES)
     best = max((_score(row) for row in history), default=-math.inf)
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
@@ -218,7 +234,7 @@ def _non_finite_state(model, optimizer, row):
     return None
 
 
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
@@ -392,7 +408,17 @@ class RunConfig:
             raise RunConfigError(
                 f"model_options: expected a dict of model config fields, got {self.model_options!r}"
             )
-        model = models.MODELS[self.model or RUN_DEFAULTS["model"]]
+        if self.out is not None and not str(self.out).strip():
+            raise RunConfigError("--out: expected a folder, got an empty path")
+        if not self.resume:  # a resumed run's model is the recorded one: checked when it is read
+            self.check_model_options(self.model or RUN_DEFAULTS["model"])
+        return self
+
+    def check_model_options(self, model_name):
+        """Each key of ``model_options`` must be a field of that model's config, and not one a run sets."""
+        from tinyvae import models
+
+        model = models.MODELS[model_name]
         known = {field.name for field in dataclasses.fields(model.config_class)}
         for name in self.model_options:
             if name not in known or name in RUN_SET_MODEL_FIELDS:
@@ -401,7 +427,6 @@ class RunConfig:
                     f"{_flag(name)} does not apply to --model {model.name} (its options: "
                     f"{', '.join(map(_flag, options)) or 'none'})"
                 )
-        return self
 
     def run_dir(self):
         """Where the run goes: ``out``, or runs/MODEL-DATA-seedSEED."""
@@ -490,8 +515,9 @@ def _comparable(value):
     return list(value) if isinstance(value, tuple | list) else value
 
 
-def load_splits(settings, rng=None):
-    """The train and test splits a run's ``settings`` describe, with the pixels its decoder needs."""
+def load_splits(settings, rng=None, test=None):
+    """The train and test splits a run's ``settings`` describe, with the pixels its decoder needs. ``test``:
+    the test split if already read (it is read once when its pixel mode is the one needed)."""
     from tinyvae import data
 
     likelihood = settings["model_config"]["likelihood"]
@@ -501,13 +527,21 @@ def load_splits(settings, rng=None):
     train = data.load_dataset(
         settings["data"], "train", pixels=train_pixels, rng=rng, n=settings.get("limit"), **common
     )
-    test = data.load_dataset(
-        settings["data"], "test", pixels=data.default_pixels(likelihood, "test"), **common
-    )
+    test_pixels = data.default_pixels(likelihood, "test")
+    if test is None or test.pixels != test_pixels:
+        test = data.load_dataset(settings["data"], "test", pixels=test_pixels, **common)
     return train, test
 
 
-def _physical_memory_bytes():
+def available_memory_bytes():
+    """Memory a new process can use now: Linux's MemAvailable, else the physical memory, else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -515,17 +549,20 @@ def _physical_memory_bytes():
 
 
 def check_memory(needed, what, advice):
-    """Refuse (RunConfigError) what would need more than 80% of this machine's memory."""
-    available = _physical_memory_bytes()
-    if available is not None and needed > 0.8 * available:
+    """Refuse (RunConfigError) what would need more than half the memory available now. Half, because the
+    estimate is rough and low rather than high (a hierarchical VAE estimated at 17 GiB was measured
+    filling 20 GiB), and a run that fills memory takes the machine down with it."""
+    available = available_memory_bytes()
+    if available is not None and needed > 0.5 * available:
         raise RunConfigError(
-            f"{what} would need about {needed / 2**30:,.1f} GiB, more than this machine's "
-            f"{available / 2**30:,.1f} GiB of memory; {advice}"
+            f"{what} would need about {needed / 2**30:,.1f} GiB, more than the "
+            f"{available / 2**30:,.1f} GiB of memory available on this machine; {advice}"
         )
 
 
 def build_model(config, settings):
-    """The model of a new run and its recorded config, every refusal happening before anything is written."""
+    """The model of a new run and the test split read to size it (x_dim, classes), every refusal happening
+    before anything is written."""
     from tinyvae import data, models
 
     likelihood = config.likelihood or ("gaussian" if settings["data"] in data.TOY_DATASETS else "bernoulli")
@@ -549,7 +586,7 @@ def build_model(config, settings):
         "choose smaller sizes (--hidden, --latent-dim, --codebook-size, --k, --components, --flow-steps, "
         "--batch-size, --limit)",
     )
-    return cls(model_config)
+    return cls(model_config), probe
 
 
 class _Started:
@@ -563,21 +600,22 @@ class _Started:
 def _start_new_run(config, out):
     from tinyvae import optim, rundir
 
+    config.check_model_options(config.model or RUN_DEFAULTS["model"])
     rundir.check_new_run_dir(out, config.overwrite)  # the quick refusals, before data and model are built
     settings = config.new_settings()
-    model = build_model(config, settings)
+    model, probe = build_model(config, settings)
     settings["model_config"] = model.config.to_dict()
-    train_data, test_data = load_splits(settings)
-    lock, created = rundir.claim_new_run_dir(out, config.overwrite)
+    train_data, test_data = load_splits(settings, test=probe)
+    claim = rundir.claim_new_run_dir(out, config.overwrite)
     try:
         write_run_config(out, settings)
     except BaseException:
-        rundir.abandon_new_run(out, lock, created)
+        rundir.abandon_new_run(out, claim)
         raise
     return _Started(
         model=model, optimizer=optim.Adam(model.parameters(), lr=settings["lr"]),
         rng=numpy.random.default_rng(settings["seed"]), history=[], done=0, settings=settings,
-        train_data=train_data, test_data=test_data, lock=lock, created=created, new=True,
+        train_data=train_data, test_data=test_data, lock=claim.lock, claim=claim, previous_config=None,
     )  # fmt: skip
 
 
@@ -587,6 +625,7 @@ def _start_resumed_run(config, out):
     if not os.path.isfile(os.path.join(out, "last.npz")):
         raise RunConfigError(f"--resume: {out} has no last.npz to continue from")
     settings = rundir.read_settings(out)
+    config.check_model_options(settings["model"])
     conflicts = config.resume_conflicts(settings)
     if conflicts:
         raise RunConfigError(
@@ -610,16 +649,20 @@ def _start_resumed_run(config, out):
             if value is not None and value != settings[name]:
                 changed[name] = [settings[name], value]
                 settings[name] = value
+        if settings["epochs"] < done:
+            raise RunConfigError(
+                f"--epochs {settings['epochs']}: the run in {out} has already finished epoch {done}; pass "
+                f"--epochs above {done} to continue it"
+            )
         optimizer.lr = settings["lr"]
         train_data, test_data = load_splits(settings)
-        if changed:
-            rundir.record_resume(out, settings, done, changed)
+        previous_config = rundir.record_resume(out, settings, done, changed) if changed else None
     except BaseException:
         lock.release()
         raise
     return _Started(
         model=model, optimizer=optimizer, rng=rng, history=history, done=done, settings=settings,
-        train_data=train_data, test_data=test_data, lock=lock, created=False, new=False,
+        train_data=train_data, test_data=test_data, lock=lock, claim=None, previous_config=previous_config,
     )  # fmt: skip
 
 
@@ -686,14 +729,17 @@ def _fit_run(config, out, start, log):
             history=start.history,
             log=log,
         )
-    except (TrainingDiverged, OSError, KeyboardInterrupt) as stop:
-        cleared = start.new and rundir.abandon_new_run(out, start.lock, start.created)
-        stop.kept = _what_was_kept(stop, last, out, cleared)
+    except BaseException as stop:
+        saved_nothing = _saved_epoch(last) in ("?", start.done)
+        cleared = start.claim is not None and rundir.abandon_new_run(out, start.claim)
+        if start.previous_config is not None and saved_nothing:  # a failed resume changes nothing
+            atomic_write_bytes(os.path.join(out, rundir.CONFIG_NAME), start.previous_config)
+        if isinstance(stop, TrainingDiverged | OSError | KeyboardInterrupt):
+            stop.kept = _what_was_kept(stop, last, out, cleared)
         raise
-    except BaseException:
-        if start.new:
-            rundir.abandon_new_run(out, start.lock, start.created)
-        raise
+    finally:
+        if os.path.exists(last):  # the new run has a checkpoint: the run it replaced can go
+            rundir.drop_set_aside(out)
 
 
 def _what_was_kept(stop, last, out, cleared):

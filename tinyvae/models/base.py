@@ -467,6 +467,7 @@ class Model(nn.Module):
         parameters += codes * z_dim + getattr(config, "flow_steps", 0) * (2 * z_dim + 1)
         components = getattr(config, "components", 1)
         parameters += (components - 1) * 2 * z_dim * ((hidden or [config.x_dim])[-1] + 1)
+        parameters = max(parameters, cls.size_lower_bounds(config)[1])  # a model's own structure counts too
         samples = batch_size * getattr(config, "k", 1) * components
         activations = samples * (sum(encoder) + sum(decoder) + codes)
         return 4 * (4 * parameters + 6 * activations)

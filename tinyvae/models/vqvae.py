@@ -40,7 +40,7 @@ import pathlib
 import numpy
 
 import tinyvae.functional as F
-from tinyvae import nn
+from tinyvae import figures, nn
 from tinyvae.autodiff import no_grad
 from tinyvae.models.base import (
     DecoderLikelihood,
@@ -362,10 +362,8 @@ class VQVAE(Model):
         return {"perplexity": float(usage["perplexity"]), "codes_used": int(usage["codes_used"])}
 
     def extra_figures(self, out_dir, x, y=None, rng=None):
-        """codebook_usage.png: how often the examples x choose each code."""
-        from tinyvae import plots  # figures sit above the models
-
-        return [plots.codebook_usage_hist(self, x, pathlib.Path(out_dir) / "codebook_usage.png")]
+        """codebook_usage.png: how often the examples x choose each code (:func:`codebook_usage_figure`)."""
+        return [codebook_usage_figure(self, x, pathlib.Path(out_dir) / "codebook_usage.png")]
 
     @classmethod
     def size_lower_bounds(cls, config):
@@ -399,3 +397,27 @@ class VQVAE(Model):
         self.ema_sum = numpy.array(values["buffers.ema_sum"], dtype=numpy.float64)
         self.steps_unused = numpy.array(values["buffers.steps_unused"], dtype=numpy.int64)
         self.codebook_initialised = bool(values["buffers.codebook_initialised"])
+
+
+def codebook_usage_figure(model, x, path):
+    """How many latent vectors of ``x`` chose each code of a vector-quantised ``model``, with the perplexity
+    exp(H) and the number of codes used in the title (``tinyvae.plots.codebook_usage_hist`` is this)."""
+    if model.latent_kind != "discrete":
+        raise TypeError(
+            f"codebook_usage: model {model.name!r} has no codebook (latent_kind {model.latent_kind!r}); "
+            "it applies to vector-quantised models (vqvae)"
+        )
+    usage = model.codebook_usage(x)
+    counts = numpy.asarray(usage["counts"])
+    figure = figures.new_figure(max(6.0, 0.08 * len(counts) + 3), 3.8)
+    ax = figure.add_subplot()
+    ax.bar(numpy.arange(len(counts)), counts, width=1.0, color="tab:blue", edgecolor="none")
+    ax.set_xlabel("code index k")
+    ax.set_ylabel("vectors assigned to code k")
+    ax.set_xlim(-0.5, len(counts) - 0.5)
+    ax.set_title(
+        f"{model.name}: codebook usage, perplexity {usage['perplexity']:.1f} of {len(counts)}, "
+        f"{usage['codes_used']} codes used"
+    )
+    figure.tight_layout()
+    return figures.save_png(figure, path)
