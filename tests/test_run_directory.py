@@ -577,3 +577,172 @@ def test_a_checkpoint_of_other_dimensions_is_refused_by_every_command(
     assert status == 2, err
     assert "does not fit the expected 'vae' model" in err and "z_dim 5 (expected 2)" in err
     assert snapshot(run) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cases an adversarial review found (each failed before its fix)
+
+
+def test_a_symbolic_link_at_the_lock_is_refused_and_its_target_untouched(tmp_path, capsys):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.LOCK_NAME).symlink_to(precious)
+    assert train_run(run) == 2
+    assert f"{run / rundir.LOCK_NAME} is a symbolic link" in capsys.readouterr().err
+    assert precious.read_text() == "mine"
+
+
+def test_figures_replace_a_symbolic_link_instead_of_writing_through_it(finished_run, tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "samples.png").symlink_to(precious)
+    assert tinyvae("sample", run) == 0
+    assert precious.read_text() == "mine"
+    assert not (run / "samples.png").is_symlink() and (run / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_figure_write_is_a_message_and_keeps_the_old_figure(
+    finished_run, tmp_path, capsys, monkeypatch
+):
+    """A full disk while writing samples.png: exit 1 with the errno's words, the previous figure whole."""
+    run = copy_run(finished_run, tmp_path / "run")
+    assert tinyvae("sample", run) == 0
+    before = (run / "samples.png").read_bytes()
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr("tinyvae.figures.atomic_write_bytes", full_disk)
+    capsys.readouterr()
+    assert tinyvae("sample", run, "--seed", "3") == 1
+    err = capsys.readouterr().err
+    assert "tinyvae sample: error: could not write or read" in err and "No space left on device" in err
+    assert "Traceback" not in err and (run / "samples.png").read_bytes() == before
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(finished_run, tmp_path, capsys):
+    """A new run that diverges in its first epoch gives the old run back, byte for byte."""
+    run = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    assert train_run(run, "--overwrite", "--lr", "1e6") == 1
+    assert "no checkpoint was saved before it diverged" in capsys.readouterr().err
+    assert snapshot(run) == before
+    assert (
+        train_run(run, "--overwrite", "--seed", "4") == 0
+    )  # a good one replaces it, and nothing is left aside
+    assert not (run / rundir.REPLACED_NAME).exists()
+    assert json.loads((run / "config.json").read_text())["settings"]["seed"] == 4
+
+
+def test_overwrite_that_cannot_move_a_file_leaves_the_old_run_whole(
+    finished_run, tmp_path, capsys, monkeypatch
+):
+    """A file the system will not let go (an immutable file, say): refused, and every file is back."""
+    run = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    real_rename = os.rename
+
+    def stuck(source, target):
+        if str(source).endswith("best.npz"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
+        real_rename(source, target)
+
+    monkeypatch.setattr(rundir.os, "rename", stuck)
+    assert train_run(run, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "cannot move" in err and "best.npz aside (Operation not permitted)" in err
+    assert "the old run is left as it was" in err
+    assert snapshot(run) == before
+
+
+def test_only_the_trainers_own_temporaries_are_cleaned(finished_run, tmp_path):
+    """A resume removes a killed save's `.tmp-XXXXXXXXlast.npz`, but neither evaluate's in-flight temporary
+    nor a user's own `.tmp-notes.txt`."""
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / ".tmp-abcd1234last.npz").write_bytes(b"half a checkpoint")
+    (run / ".tmp-abcd1234evaluation.json").write_text("{")
+    (run / ".tmp-notes.txt").write_text("mine")
+    assert train_run(run, "--resume", epochs=2) == 0
+    assert not (run / ".tmp-abcd1234last.npz").exists()
+    assert (run / ".tmp-abcd1234evaluation.json").exists() and (run / ".tmp-notes.txt").read_text() == "mine"
+
+
+def test_a_refused_run_removes_the_folders_it_made(tmp_path):
+    out = tmp_path / "deep" / "x" / "y"
+    assert train_run(out, "--lr", "1e6") == 1
+    assert not (tmp_path / "deep").exists()
+
+
+def test_a_failed_resume_leaves_config_json_as_it_was(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = (run / "config.json").read_bytes()
+    assert train_run(run, "--resume", "--lr", "1e6", epochs=3) == 1
+    assert (run / "config.json").read_bytes() == before
+    assert train_run(run, "--resume", epochs=2) == 0  # and a plain resume then trains with the recorded lr
+
+
+def test_resume_refuses_fewer_epochs_than_done(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    assert train_run(run, "--resume", epochs=2) == 0
+    before = snapshot(run)
+    assert train_run(run, "--resume", epochs=1) == 2
+    assert "--epochs 1: the run in" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
+def test_resume_checks_model_options_against_the_recorded_model(tmp_path, capsys):
+    out = tmp_path / "iwae"
+    assert train_run(out, "--model", "iwae", "--k", "3") == 0
+    assert train_run(out, "--resume", "--k", "3", epochs=2) == 0  # the recorded value: no conflict
+    assert train_run(out, "--resume", "--k", "4", epochs=3) == 2
+    assert "--k 4 (recorded: 3)" in capsys.readouterr().err
+    vae = tmp_path / "vae"
+    assert train_run(vae) == 0
+    assert train_run(vae, "--resume", "--k", "4", epochs=2) == 2
+    assert "--k does not apply to --model vae" in capsys.readouterr().err
+
+
+def test_a_diverging_vq_vae_is_a_divergence_not_a_traceback(tmp_path, capsys):
+    """The codebook search refuses a NaN codebook with a ValueError; with the weights non-finite that is the
+    run diverging: exit 1, the parameter named."""
+    assert train_run(tmp_path / "vq", "--model", "vqvae", "--lr", "1e300", epochs=3) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "it is nested too deeply"),
+        ('{"format": "tinyvae-run", "format_version": 99, "settings": {}}', "run format version 99"),
+    ],
+    ids=["deep json", "future format"],
+)
+def test_config_json_that_python_cannot_or_should_not_read(finished_run, tmp_path, capsys, payload, message):
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "config.json").write_text(payload)
+    assert tinyvae("evaluate", run, "--k", 5, "--limit", 10) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["", "{link}/", "{link}/."], ids=["empty", "link slash", "link dot"])
+def test_an_empty_out_or_a_link_spelled_as_a_folder_is_refused(finished_run, tmp_path, capsys, out):
+    target = copy_run(finished_run, tmp_path / "real")
+    (tmp_path / "link").symlink_to(target)
+    before = snapshot(target)
+    assert train_run(out.format(link=tmp_path / "link"), "--overwrite") == 2
+    assert re.search("empty path|is a symbolic link", capsys.readouterr().err)
+    assert snapshot(target) == before
+
+
+def test_sighup_is_handled_like_sigterm(tmp_path):
+    out = tmp_path / "run"
+    process = start_training(out)
+    wait_for(lambda: (out / "last.npz").is_file(), process)
+    process.send_signal(signal.SIGHUP)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGHUP); the last finished epoch is saved in" in stdout

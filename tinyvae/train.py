@@ -195,7 +195,14 @@ def fit(
         finally:
             if bar is not None:
                 bar.close()
-        test_means = evaluate_split(model, test, batch_size)
+        try:
+            test_means = evaluate_split(model, test, batch_size)
+        except ValueError as error:  # as in train_epoch: a refusal caused by non-finite weights is divergence
+            cause = _first_non_finite_parameter(model)
+            if cause is None:
+                raise
+            where = f"training diverged in epoch {epoch}: parameter '{cause}' is not finite ({error})"
+            raise TrainingDiverged(f"{where}; epoch {epoch} was not saved") from None
         row = {"epoch": epoch}
         row.update({f"train_{k}": v for k, v in train_means.items()})
         row.update({f"test_{k}": v for k, v in test_means.items()})
