@@ -663,3 +663,32 @@ def test_gradcheck_still_passes_on_finite_inputs_and_fails_on_a_wrong_backward()
     assert gradcheck(double, [leaf([1.0, -2.0]), leaf([0.5, 3.0])])
     with pytest.raises(GradcheckError, match=r"gradcheck\(wrong\): input 0"):  # value 4a, gradient 0
         gradcheck(lambda a: Tensor(a.data * 3.0) + a * 0.0 + a.detach(), [leaf([1.0, 2.0])], name="wrong")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Found by a review after the first pass
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: F.bernoulli_log_prob(const(numpy.zeros((3, 4))), const(numpy.zeros((3, 2)))),
+            r"bernoulli_log_prob: shapes logits \(3, 4\) and x \(3, 2\) do not broadcast",
+        ),
+        (
+            lambda: F.gaussian_log_prob(const(numpy.zeros((3, 4))), const(numpy.zeros((3, 2))), 0.0),
+            r"gaussian_log_prob: shapes x \(3, 4\) and mu \(3, 2\) and logvar \(\) do not broadcast",
+        ),
+    ],
+    ids=["bernoulli", "gaussian"],
+)
+def test_likelihoods_name_shapes_that_do_not_broadcast(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("axis", ["a", 1.0, True, [0, "b"]])
+def test_a_reduction_axis_that_is_not_an_int_is_named(axis):
+    with pytest.raises(TypeError, match="logsumexp: axis must be None, an int or a tuple of ints"):
+        F.logsumexp(const(numpy.zeros((3, 4))), axis=axis)

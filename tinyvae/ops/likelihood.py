@@ -10,7 +10,7 @@ import math
 
 import numpy
 
-from tinyvae.autodiff import Function, as_operand, sum_to_shape
+from tinyvae.autodiff import Function, as_operand, check_broadcastable, sum_to_shape
 from tinyvae.backend import array_module
 from tinyvae.kernels import bernoulli_parts
 
@@ -95,8 +95,12 @@ class GaussianLogProb(Function):
 
 
 def gaussian_log_prob(x, mu, logvar):
-    """Elementwise log-density of x under N(mu, exp(logvar)); shapes broadcast."""
-    return GaussianLogProb.apply(as_operand(x), as_operand(mu), as_operand(logvar))
+    """Elementwise log-density of x under N(mu, exp(logvar)); shapes broadcast (a ValueError names them)."""
+    x, mu, logvar = as_operand(x), as_operand(mu), as_operand(logvar)
+    shapes = tuple(numpy.shape(v) for v in (x, mu, logvar))  # () for a Python number
+    if len({s for s in shapes if s}) > 1:  # the common case, equal shapes and scalars, skips the check
+        check_broadcastable("gaussian_log_prob", *shapes, names=("x", "mu", "logvar"))
+    return GaussianLogProb.apply(x, mu, logvar)
 
 
 class BernoulliLogProb(Function):
@@ -153,6 +157,9 @@ def bernoulli_log_prob(logits, x):
 
     Data targets (x without ``requires_grad``) outside [0, 1], or NaN, are refused with a ValueError (one
     integer max over x per call, 2.7 µs at 128×784 float32)."""
-    x = as_operand(x)
+    x, logits = as_operand(x), as_operand(logits)
+    shapes = numpy.shape(logits), numpy.shape(x)  # () for a Python number
+    if shapes[0] != shapes[1]:  # the common case, equal shapes, skips the check
+        check_broadcastable("bernoulli_log_prob", *shapes, names=("logits", "x"))
     _check_targets(x)
-    return BernoulliLogProb.apply(as_operand(logits), x)
+    return BernoulliLogProb.apply(logits, x)

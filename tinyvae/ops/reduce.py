@@ -16,7 +16,9 @@ def normalize_axes(axis, ndim, op="reduce"):
     """``axis`` (None, an int or a tuple, negatives allowed) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis) if isinstance(axis, tuple | list) else None
+    if axes is None or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
     limit = ndim if ndim else 1  # a scalar accepts axis 0 or -1, as in NumPy
     for a in axes:
         if not -limit <= a < limit:
