@@ -1,7 +1,7 @@
 """Benchmark the nearest-codebook search: NumPy GEMM trick vs BLAS + fused numba pass (serial and parallel)
 vs faiss IndexFlatL2 (optional peer, run when ``import faiss`` works), side by side in one process.
 
-    python benchmarks/bench_codebook.py                 # both sizes of the issue, 2 threads, float32
+    python benchmarks/bench_codebook.py                 # both sizes of benchmarks/RESULTS.md, 2 threads, float32
     python benchmarks/bench_codebook.py --threads 1 --rounds 15
     python benchmarks/bench_codebook.py --separate-processes   # the bar: numba vs faiss, own processes
 
@@ -12,7 +12,7 @@ are visible to tracemalloc; faiss's C++ allocations are not, so its memory is no
 
 In one process faiss's OpenMP pool and OpenBLAS's compete, which slows faiss down; ``--separate-processes``
 times numba and faiss each in a fresh process, alternating processes round by round (the ratio for the bar).
-faiss runs twice there, with OpenBLAS's own kernel choice and with the one ``import tinyvae`` makes
+faiss runs twice there, with OpenBLAS's own kernel choice and with the one the ``tinyvae`` command makes
 (tinyvae/blas_tuning.py), and the faster of the two is the peer.
 """
 
