@@ -746,3 +746,13 @@ def test_sighup_is_handled_like_sigterm(tmp_path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "terminated (SIGHUP); the last finished epoch is saved in" in stdout
+
+
+def test_data_dir_on_a_toy_and_a_checkpoint_that_is_a_folder_are_named(finished_run, tmp_path, capsys):
+    assert train_run(tmp_path / "new", "--data-dir", str(tmp_path)) == 2
+    assert "--data-dir applies to mnist and fashion-mnist, not to --data ring" in capsys.readouterr().err
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "best.npz").unlink()
+    (run / "best.npz").mkdir()
+    assert tinyvae("sample", run) == 2
+    assert "best.npz: not a regular file" in capsys.readouterr().err

@@ -177,7 +177,12 @@ def _load(path, expected_model=None, expected_config=None):
     built (from ``expected_config`` when given) but not yet loaded. Checks run cheapest first and no
     member's data is read before every header has passed (see the module docstring)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path}: no such file")
+        found = (
+            "no such file"
+            if not os.path.lexists(path)
+            else "not a regular file (a folder, a device, a pipe?)"
+        )
+        raise CheckpointError(f"checkpoint {path}: {found}")
     try:
         with zipfile.ZipFile(path) as archive:
             members = _read_member_headers(path, archive)

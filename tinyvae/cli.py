@@ -322,7 +322,8 @@ def command_train(args):
     config = run_config_from(args).validate()
     print(banner())
     try:
-        out = train.run(config)
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
+            out = train.run(config)
     except KeyboardInterrupt as interrupt:
         return _report_interrupt(interrupt, config)
     except (train.TrainingDiverged, OSError) as stop:

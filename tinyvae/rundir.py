@@ -73,8 +73,8 @@ def read_config(run_dir):
     """The parsed ``config.json`` of ``run_dir`` (a dict with ``settings`` and ``environment``).
 
     Raises :class:`RunDirError` naming the problem when the file is missing, unreadable, not JSON, not an
-    object, or not marked as a tinyvae run. Runs written before the marker existed (the first
-    releases of tinyvae 0.1.0) are recognised by their ``environment.tinyvae`` version and ``settings`` object.
+    object, or not marked as a tinyvae run. Runs written before the marker existed (the first releases of
+    tinyvae 0.1.0) are recognised by their ``environment.tinyvae`` version and ``settings`` object.
     """
     path = os.path.join(run_dir, CONFIG_NAME)
     if not os.path.isfile(path):

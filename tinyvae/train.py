@@ -313,7 +313,10 @@ def resume(run_dir, optimizer_factory, expected_model=None, expected_config=None
         rng.bit_generator.state = meta["rng"]
         epoch = int(meta["epoch"])
     except (KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {path}: its training state does not fit: {error}") from error
+        reason = f"the field {error} is missing" if isinstance(error, KeyError) else str(error)
+        raise CheckpointError(
+            f"checkpoint {path}: its training state (optimiser moments, RNG, epoch) does not fit: {reason}"
+        ) from error
     return model, optimizer, rng, meta["history"], epoch
 
 
@@ -415,6 +418,8 @@ class RunConfig:
             raise RunConfigError(
                 f"model_options: expected a dict of model config fields, got {self.model_options!r}"
             )
+        if self.data_dir is not None and (self.data or RUN_DEFAULTS["data"]) in data.TOY_DATASETS:
+            raise RunConfigError(f"--data-dir applies to mnist and fashion-mnist, not to --data {self.data}")
         if self.out is not None and not str(self.out).strip():
             raise RunConfigError("--out: expected a folder, got an empty path")
         if not self.resume:  # a resumed run's model is the recorded one: checked when it is read
