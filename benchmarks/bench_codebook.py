@@ -1,7 +1,7 @@
 """Benchmark the nearest-codebook search: NumPy GEMM trick vs BLAS + fused numba pass (serial and parallel)
 vs faiss IndexFlatL2 (optional peer, run when ``import faiss`` works), side by side in one process.
 
-    python benchmarks/bench_codebook.py                 # both sizes of benchmarks/RESULTS.md, 2 threads, float32
+    python benchmarks/bench_codebook.py                 # both sizes in RESULTS.md, 2 threads, float32
     python benchmarks/bench_codebook.py --threads 1 --rounds 15
     python benchmarks/bench_codebook.py --separate-processes   # the bar: numba vs faiss, own processes
 
