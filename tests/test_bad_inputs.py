@@ -557,7 +557,7 @@ CLI = {
         ["train", "--resume", "--data", "ring", "--out", other_version],
         "last.npz: format version 0, but this tinyvae reads version 1",
     ),
-    "sample other model": (["sample", other_model], "best.npz: holds a 'iwae' model, expected 'vae'"),
+    "sample other model": (["sample", other_model], "last.npz: holds a 'iwae' model, expected 'vae'"),
     "sample other version": (["sample", other_version], "format version 0, but this tinyvae reads version 1"),
     "not a run": (["evaluate", "{tmp}"], "is not a tinyvae run directory \\(no config.json\\)"),
     "evaluate k 0": (["evaluate", "{runs}/vae", "--k", "0"], "argument --k: expected a positive integer"),

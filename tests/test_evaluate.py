@@ -229,3 +229,20 @@ def test_gaussian_only_estimates_refuse_other_posteriors(name):
         evaluate.kl_per_dimension(model, x)
     with pytest.raises(TypeError, match=rf"model '{name}'.*no diagonal-Gaussian posterior"):
         evaluate.mutual_information(model, x, numpy.random.default_rng(0))
+
+
+def test_a_sharp_encoder_saturates_the_mutual_information_estimate_and_the_report_says_so():
+    """Codes far apart and nearly deterministic (log σ² = −20): every z_n is recognised as its own x_n, the
+    estimate reaches its ceiling log N, and ``report`` flags it; broad codes (log σ² = 0 with means close
+    together) stay well below and are not flagged."""
+    model = LinearGaussianVAE(LinearGaussianConfig(x_dim=6, z_dim=2, dtype="float64"))
+    x = numpy.random.default_rng(0).normal(size=(50, 6)) * 10.0
+    model.A.data[...] = numpy.eye(6, 2)
+    model.s.data[...] = -20.0
+    report = evaluate.report(model, x, k=5, rng=0)
+    assert report["mutual_information"] == pytest.approx(math.log(50), rel=1e-3)
+    assert report["mutual_information_saturated"] is True
+    model.A.data[...] = 0.001 * numpy.eye(6, 2)
+    model.s.data[...] = 0.0
+    report = evaluate.report(model, x, k=5, rng=0)
+    assert report["mutual_information"] < 0.5 and report["mutual_information_saturated"] is False

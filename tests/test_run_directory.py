@@ -754,5 +754,5 @@ def test_data_dir_on_a_toy_and_a_checkpoint_that_is_a_folder_are_named(finished_
     run = copy_run(finished_run, tmp_path / "run")
     (run / "best.npz").unlink()
     (run / "best.npz").mkdir()
-    assert tinyvae("sample", run) == 2
+    assert tinyvae("sample", run, "--checkpoint", "best") == 2
     assert "best.npz: not a regular file" in capsys.readouterr().err

@@ -219,7 +219,12 @@ def _add_run_command(commands, name, help_text, example):
         epilog=f"example: {example}",
     )
     sub.add_argument("run", help="a run directory made by `tinyvae train`")
-    sub.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint")
+    sub.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="last",
+        help="which checkpoint (default last: the model the end-of-training figures show)",
+    )
     sub.add_argument("--seed", type=_seed, default=0, help="seed for any sampling (default 0)")
     return sub
 
@@ -360,6 +365,7 @@ def _load_run(args):
         )
     except checkpoint.CheckpointError as error:
         raise CommandError(str(error)) from error
+    print(f"checkpoint: {path} (epoch {meta.get('epoch')})")  # every output below describes this model
     rng = numpy.random.default_rng(args.seed)
     train_data, test_data = train.load_splits(settings)
     return model, meta, train_data, test_data, rng
@@ -375,6 +381,12 @@ def command_evaluate(args):
     y = labels if model.conditional else None
     report = {"checkpoint": args.checkpoint, "epoch": meta.get("epoch"), "examples": int(len(x))}
     report.update(evaluate.report(model, x, k=args.k, rng=rng, y=y))
+    if report.get("mutual_information_saturated"):
+        print(
+            f"note: I(x; z) = {report['mutual_information']:.4f} is within 5% of its estimator's ceiling "
+            f"log {len(x)} = {report['mutual_information_ceiling']:.4f}: the true value may be higher; "
+            "evaluate more examples (--limit) to raise the ceiling"
+        )
     atomic_write_bytes(os.path.join(args.run, "evaluation.json"), json.dumps(report, indent=2).encode())
     for key, value in report.items():
         if not isinstance(value, list):

@@ -173,8 +173,14 @@ def report(model, x, k=1000, rng=None, y=None):
     if has_closed_form_kl(model):
         values["kl_per_dimension"] = [float(v) for v in kl_per_dimension(model, x, y=y)]
         values["mutual_information"] = float(mutual_information(model, x, rng, y=y))
+        # The estimator cannot exceed log N (see mutual_information): near it, the number says "at least".
+        ceiling = values["mutual_information_ceiling"] = math.log(len(x))
+        values["mutual_information_saturated"] = values["mutual_information"] >= MI_SATURATION * ceiling
     values.update(model.extra_metrics(x, y))
     return values
+
+
+MI_SATURATION = 0.95  # an estimate within 5% of its ceiling log N is a lower bound, not a measurement
 
 
 def has_closed_form_kl(model):

@@ -710,7 +710,8 @@ def run(config, log=print):
                     f"the figures are incomplete: `tinyvae plot {out}` draws them"
                 )
                 raise
-            log(f"figures: {', '.join(os.path.basename(p) for p in written)}")
+            shown = f"the model after epoch {len(history)}, as saved in last.npz"
+            log(f"figures of {shown}: {', '.join(os.path.basename(p) for p in written)}")
     finally:
         start.lock.release()
     return pathlib.Path(out)
