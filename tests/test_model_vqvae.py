@@ -14,10 +14,12 @@ TIE_MARGIN = 1e-3  # nearest and second-nearest squared distances at least this 
 
 
 def tiny_vqvae(**overrides):
-    """A float64 VQ-VAE small enough for finite differences over every parameter."""
+    """A float64 VQ-VAE small enough for finite differences over every parameter, with the codebook trained
+    by its loss term (ema=False: the eq.-3 model these tests take apart; the EMA default is tested below)."""
     settings = dict(
-        x_dim=5, z_dim=2, hidden=(4,), codebook_size=4, latent_vectors=2, activation="tanh", dtype="float64"
-    )
+        x_dim=5, z_dim=2, hidden=(4,), codebook_size=4, latent_vectors=2, activation="tanh", dtype="float64",
+        ema=False,
+    )  # fmt: skip
     settings.update(overrides)
     return VQVAE(VQVAEConfig(**settings))
 
