@@ -393,3 +393,25 @@ def test_plotting_leaves_pyplot_alone(tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert (tmp_path / "m.png").exists()
+
+
+def test_training_curves_show_every_vq_term_and_keep_later_epochs_readable():
+    """The VQ-VAE's codebook and commitment terms have their panels (their names are the loss's terms), and
+    a first epoch of thousands beside a converged ~170 puts a positive axis in log scale, where a rise
+    from 195 to 354 is visible; a series without such an outlier, or with negative values, stays linear."""
+    from tinyvae import figures
+    from tinyvae.models import build
+
+    vq = build("vqvae", x_dim=4, z_dim=2, hidden=(3,), codebook_size=4)
+    terms = vq.loss(numpy.random.default_rng(0).uniform(size=(5, 4))).terms
+    panel_names = {name for _, _, name in plots.CURVE_PANELS}
+    assert {"codebook", "commitment", "recon"} <= panel_names and set(terms) <= panel_names
+    ax = figures.new_figure(3, 3).add_subplot()
+    losses = numpy.array(
+        [3364.0, 2275.0, 349.0, 210.0, 195.0, 206.0, 194.0, 219.0, 270.0, 316.0, 350.0, 354.0]
+    )
+    assert plots._zoom_past_first_epoch(ax, [losses]) == " (log scale)" and ax.get_yscale() == "log"
+    ax = figures.new_figure(3, 3).add_subplot()
+    assert plots._zoom_past_first_epoch(ax, [-losses]) == "" and ax.get_yscale() == "linear"
+    ax = figures.new_figure(3, 3).add_subplot()
+    assert plots._zoom_past_first_epoch(ax, [losses[4:]]) == "" and ax.get_yscale() == "linear"

@@ -306,6 +306,8 @@ CURVE_PANELS = (
     ("reconstruction term", "E_q[log p(x|z)], nats", "recon"),
     ("KL term", "nats per example", "kl"),
     ("loss minimised", "loss", "loss"),
+    ("codebook term", "‖sg[z_e] − e‖² per example", "codebook"),  # vector quantisation
+    ("commitment term", "‖z_e − sg[e]‖² per example", "commitment"),
 )
 
 
@@ -349,7 +351,7 @@ def training_curves(rows, path):
             colour = f"C{j // 2}" if len(lines) > 2 else {"train": "tab:blue", "test": "tab:orange"}[split]
             linestyle = "-" if split == "train" else "--"
             ax.plot(epochs, values, color=colour, linestyle=linestyle, marker="o", markersize=3, label=label)
-        ax.set_title(title)
+        ax.set_title(title + _zoom_past_first_epoch(ax, [values for _, _, values in lines]))
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
         ax.legend(loc="best")
@@ -357,6 +359,23 @@ def training_curves(rows, path):
     figure.suptitle("training curves")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _zoom_past_first_epoch(ax, series):
+    """When the early epochs' values dwarf the rest (an untrained VQ-VAE's loss of thousands beside a
+    converged 170 flattens every later change into a line) and every value is positive, draw the axis in
+    log scale; returns a note for the title ("" when the axis is left linear)."""
+    values = numpy.concatenate(series)
+    values = values[numpy.isfinite(values)]
+    late = numpy.concatenate([s[len(s) // 2 :] for s in series])
+    late = late[numpy.isfinite(late)]
+    if len(late) < 2 or values.min() <= 0:
+        return ""
+    span_late = max(late.max() - late.min(), 1e-9 * late.max())
+    if values.max() - values.min() <= 10 * span_late:
+        return ""
+    ax.set_yscale("log")
+    return " (log scale)"
 
 
 def _is_layer_kl(key):
