@@ -178,6 +178,12 @@ ALONE = {
     "v = layer(numpy.ones((1, 2), dtype=numpy.float32)).shape[1]",
     "tinyvae.gradcheck": "from tinyvae.gradcheck import gradcheck\nimport numpy, tinyvae as tv\n"
     "x = tv.Tensor(numpy.ones(2), requires_grad=True)\nv = tv.gradcheck(lambda t: t * t, [x])",
+    # tv.gradcheck as the first use of the package after the submodule was imported (the package's
+    # attribute is then the module, which is callable for this reason)
+    "tinyvae.gradcheck first": "from tinyvae.gradcheck import GradcheckError\nimport tinyvae as tv\n"
+    "import tinyvae.functional as F\nimport numpy\n"
+    "x = F.stack([numpy.ones(2, dtype=numpy.float64)])\nx.requires_grad = True\n"
+    "v = tv.gradcheck(lambda t: (t * t).sum(), [x])",
 }
 
 

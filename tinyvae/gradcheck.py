@@ -17,6 +17,9 @@ In float32 the rounding term alone would be ~1e-1 of a unit gradient, which is w
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy
 
 from tinyvae.autodiff import no_grad
@@ -126,3 +129,17 @@ def gradcheck(fn, inputs, *, rtol=1e-5, atol=1e-8, step=1e-6, seed=0, name=None)
                 f"(|difference| {abs(got[worst] - numeric[worst]):.3g} > tolerance {tolerance[worst]:.3g})"
             )
     return True
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`gradcheck`. ``tv.gradcheck`` is meant to be the function, but
+    ``import tinyvae`` is lazy (tinyvae/__init__.py), and importing this module sets the package's
+    attribute ``gradcheck`` to the module itself, after this file has run: a script that does
+    ``from tinyvae.gradcheck import GradcheckError`` and then calls ``tv.gradcheck(...)`` would call a
+    module. Calling the module calls the function, so both spellings work in any order."""
+
+    def __call__(self, fn, inputs, **options):
+        return gradcheck(fn, inputs, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -26,7 +26,7 @@ import dataclasses
 import numpy
 
 import tinyvae.functional as F
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model
+from tinyvae.models.base import DecoderLikelihood, LossResult, Model, check_number
 from tinyvae.models.priors import StandardNormal
 from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, GaussianEncoder, VAEConfig, make_decoder
@@ -36,9 +36,23 @@ from tinyvae.tensor import Tensor
 @dataclasses.dataclass
 class CVAEConfig(VAEConfig):
     n_classes: int = 10  # number of labels y ∈ {0, ..., n_classes − 1}; 10 for MNIST digits
+    # The one-hot code enters both networks multiplied by this. At 1 the label is a weak input beside z (its
+    # mean square per coordinate is 0.1 against z's 1, and the first layer expects unit-variance inputs),
+    # so the encoder puts the class into z, the decoder reads it from there, and samples ignore y: at the
+    # command-line defaults 38% of class-conditional samples showed their label, 92% at 5 (z's energy,
+    # ~√z_dim), with a test ELBO 2.8 nats better (benchmarks/RESULTS.md, "The conditional VAE's label").
+    label_scale: float = 5.0
+
+    @classmethod
+    def from_dict(cls, values):
+        """As ModelConfig.from_dict; a config saved before ``label_scale`` existed trained with 1.0."""
+        if isinstance(values, dict) and "label_scale" not in values:
+            values = {**values, "label_scale": 1.0}
+        return super().from_dict(values)
 
     def validate(self):
         super().validate()
+        check_number(self, "label_scale", low=0)
         value = self.n_classes
         if not isinstance(value, int | numpy.integer) or isinstance(value, bool) or value < 2:
             raise ValueError(
@@ -83,9 +97,9 @@ class CVAE(VAE):
         return numpy.eye(self.config.n_classes, dtype=self.dtype)[labels]
 
     def _with_label(self, t, labels):
-        """[t, one_hot(y)] along the last axis; a leading sample axis of t (k, B, ·) is matched by
-        repeating the one-hot rows, which are the same for every sample of an example."""
-        code = self.one_hot(labels)  # (B, C)
+        """[t, s · one_hot(y)] along the last axis (s = ``label_scale``); a leading sample axis of t (k, B, ·)
+        is matched by repeating the one-hot rows, which are the same for every sample of an example."""
+        code = self.config.label_scale * self.one_hot(labels)  # (B, C): s · one_hot(y)
         code = numpy.broadcast_to(code, (*t.shape[:-1], code.shape[-1]))  # (..., B, C)
         return F.concatenate([t, Tensor(numpy.ascontiguousarray(code))], axis=-1)
 
