@@ -246,3 +246,16 @@ def test_a_sharp_encoder_saturates_the_mutual_information_estimate_and_the_repor
     model.s.data[...] = 0.0
     report = evaluate.report(model, x, k=5, rng=0)
     assert report["mutual_information"] < 0.5 and report["mutual_information_saturated"] is False
+
+
+def test_the_digit_classifier_written_with_tinyvae_is_a_fair_judge():
+    """Three epochs on mnist5k's 4,500 grey-level training images: at least 90% on the 500 test images
+    (about 94% measured), so a sample it labels c looks like a c."""
+    from tinyvae import data
+
+    train_set = data.load_dataset("mnist5k", "train", pixels="continuous")
+    test_set = data.load_dataset("mnist5k", "test", pixels="continuous")
+    classifier = evaluate.train_classifier(train_set, epochs=3)
+    assert (classifier.predict(test_set.x) == test_set.labels).mean() >= 0.90
+    with pytest.raises(TypeError, match="model 'vae' is not conditional"):
+        evaluate.class_conditional_accuracy(models.build("vae", x_dim=784), classifier)

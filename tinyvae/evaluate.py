@@ -15,9 +15,12 @@ import math
 
 import numpy
 
+import tinyvae.functional as F
+from tinyvae import nn, optim
 from tinyvae.autodiff import no_grad
 from tinyvae.models.priors import StandardNormal
 from tinyvae.nn import as_generator
+from tinyvae.tensor import Tensor
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -260,3 +263,60 @@ def _gaussian_posterior(model, x, y, function):
             "expected two arrays of shape (batch, z_dim)"
         )
     return mu, logvar
+
+
+# ----- an independent judge for conditional samples -----
+class Classifier(nn.Module):
+    """An MLP classifier (softmax over classes) trained with tinyvae itself: the judge of whether a
+    conditional model's samples show the class they were drawn for. Independent of the model it judges:
+    its own weights, trained on the labelled examples only."""
+
+    def __init__(self, sizes, rng):
+        super().__init__()
+        self.net = nn.MLP(sizes, activation="relu", rng=rng)
+
+    def log_probs(self, x):
+        """log p(class | x), a Tensor (B, classes)."""
+        return F.log_softmax(self.net(Tensor(numpy.asarray(x, dtype=numpy.float32))), axis=-1)
+
+    def predict(self, x, batch_size=500):
+        """The most probable class of each row of x, an int array (B,)."""
+        with no_grad():
+            parts = [
+                self.log_probs(x[i : i + batch_size]).numpy().argmax(-1) for i in range(0, len(x), batch_size)
+            ]
+        return numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=int)
+
+
+def train_classifier(dataset, epochs=15, hidden=256, lr=1e-3, batch_size=64, seed=7):
+    """A :class:`Classifier` (x_dim → ``hidden`` → classes) fitted to ``dataset`` (``.x``, ``.labels``,
+    ``.n_classes``) by Adam on the cross-entropy −log p(y | x). On mnist5k's 4,500 grey-level training
+    images, 15 epochs take a few seconds and reach about 96% on the 500 test images."""
+    rng = as_generator(seed)
+    classifier = Classifier([dataset.x.shape[1], hidden, dataset.n_classes], rng)
+    optimizer = optim.Adam(classifier.parameters(), lr=lr)
+    one_hot = numpy.eye(dataset.n_classes, dtype=numpy.float32)
+    for _ in range(epochs):
+        order = rng.permutation(len(dataset.x))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            optimizer.zero_grad()
+            log_p = classifier.log_probs(dataset.x[rows])  # (B, C)
+            loss = -(log_p * Tensor(one_hot[dataset.labels[rows]])).sum(axis=-1).mean()
+            loss.backward()
+            optimizer.step()
+    return classifier
+
+
+def class_conditional_accuracy(model, classifier, per_class=100, rng=None):
+    """How often ``classifier`` labels a conditional model's samples with the class they were drawn for:
+    ``per_class`` samples (decoder means, z from the prior) of each class. Returns (overall fraction,
+    per-class fractions (C,))."""
+    if not model.conditional:
+        raise TypeError(f"class_conditional_accuracy: model {model.name!r} is not conditional")
+    rng = as_generator(rng)
+    hits = []
+    for label in range(model.config.n_classes):
+        samples = numpy.asarray(model.sample(per_class, rng, y=label))
+        hits.append(float((classifier.predict(samples) == label).mean()))
+    return float(numpy.mean(hits)), numpy.array(hits)
