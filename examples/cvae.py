@@ -1,7 +1,7 @@
 """Conditional VAE: tell the decoder which digit to draw, and let z carry the handwriting style.
 
     python examples/cvae.py [--epochs 15] [--seed 0] [--out examples_out/cvae]
-    python examples/cvae.py --quick  # a few seconds: 300 images, 1 epoch
+    python examples/cvae.py --quick  # a few seconds: 1,000 images, 10 epochs
 
 The lesson. A CVAE (Sohn et al. 2015) gives the label y to both networks: q(z|x, y) and p(x|z, y), with the
 prior p(z) = N(0, I) unchanged. The ELBO is log p(x|y) ≥ E_q[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z)). Since
@@ -11,8 +11,11 @@ thickness), so:
 * class_conditional.png: one row per class y, each a fresh z ~ N(0, I) — we choose the digit;
 * style_transfer.png: one column per z, the same z decoded under every y — the same style, ten digits.
 
-The printed "label effect" is the mean absolute pixel change when only y changes for a fixed z: a
-conditional decoder that ignored its label would score 0.
+Judged, not eyeballed: a digit classifier written with tinyvae (``tinyvae.evaluate.train_classifier``, about
+96% on the test images) labels the class-conditional samples ("label accuracy": the fraction labelled with
+the class they were drawn for) and the style-transfer columns ("style accuracy"). A decoder that ignored
+its label would score 10%. The label enters both networks scaled by ``label_scale`` (5): at 1 it is too weak
+beside z, the class ends up in z, and these numbers fall to about 38% and 22% (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ import time
 import _common  # examples/_common.py: command line, data, figures, report
 import numpy
 
-from tinyvae import models, plots
+from tinyvae import data, evaluate, models, plots
 
 NAME = "cvae"
 
 
 def parse_args(argv):
-    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="300 images, 1 epoch")
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="1,000 images, 10 epochs")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = 1
+        args.epochs = 10
     return args
 
 
@@ -55,7 +58,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(300, 100))
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(1000, 100))
 
     model = models.build("cvae", x_dim=784, z_dim=20, hidden=(400,), n_classes=10, seed=args.seed)
     history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
@@ -63,9 +66,10 @@ def main(argv=None):
     styles = 8
     z = rng.standard_normal((styles, 20)).astype(numpy.float32)  # (S, Z), the same z for every class
     images = numpy.stack([model.decode(z, numpy.full(styles, c)) for c in range(10)])  # (10, S, 784)
-    # Mean |Δpixel| between two different labels for the same z, averaged over all label pairs.
-    diffs = numpy.abs(images[:, None] - images[None, :]).mean(axis=(2, 3))  # (10, 10)
-    label_effect = float(diffs[~numpy.eye(10, dtype=bool)].mean())
+    # The judge: trained on every mnist5k training image, whatever the example itself trained on.
+    judge = evaluate.train_classifier(data.load_dataset("mnist5k", "train", pixels="continuous"), epochs=5)
+    label_accuracy, _ = evaluate.class_conditional_accuracy(model, judge, per_class=50, rng=args.seed)
+    style_accuracy = float(numpy.mean([(judge.predict(images[c]) == c).mean() for c in range(10)]))
 
     figures = [
         plots.class_conditional_grid(
@@ -80,13 +84,19 @@ def main(argv=None):
     numbers = {
         "test_neg_elbo": -last["test_elbo"],
         "test_kl": last["test_kl"],
-        "class_distinctness": label_effect,
+        "label_accuracy": label_accuracy,
+        "style_accuracy": style_accuracy,
     }
     print(f"test −ELBO (−log p(x|y) bound): {numbers['test_neg_elbo']:.2f} nats per image")
     print(
         f"  of which KL(q(z|x,y) ‖ p(z)): {numbers['test_kl']:.2f} nats (the style; the class costs nothing)"
     )
-    print(f"label effect: changing y alone moves pixels by {label_effect:.3f} on average (probability units)")
+    print(
+        f"label accuracy: {label_accuracy:.0%} of samples drawn for class y are judged to show y (chance 10%)"
+    )
+    print(
+        f"style accuracy: {style_accuracy:.0%} of the style-transfer digits show the label decoded with them"
+    )
     return _common.report(args, numbers, figures, start)
 
 

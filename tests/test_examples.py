@@ -49,7 +49,8 @@ def _vqvae(n):
 
 
 def _cvae(n):
-    assert n["test_neg_elbo"] > 0 and n["class_distinctness"] > 0
+    """The samples follow their label, as judged by an independent classifier (quick: ~99% and ~97%)."""
+    assert n["label_accuracy"] >= 0.9 and n["style_accuracy"] >= 0.8, n
 
 
 def _hvae(n):
