@@ -1,7 +1,7 @@
 """Attribute vectors: arithmetic in the latent space ("make this digit more like a 1").
 
     python examples/attribute_vector.py [--epochs 20] [--digit 1] [--seed 0] [--out DIR]
-    python examples/attribute_vector.py --quick  # a few seconds: 500 images, 1 epoch
+    python examples/attribute_vector.py --quick  # a few seconds: 1,000 images, 5 epochs
 
 The lesson. A VAE's latent space is organised enough that directions mean something. White (2016,
 "Sampling Generative Networks", Sec. 2.4) takes the mean code of the examples with an attribute minus the
@@ -30,11 +30,11 @@ ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def parse_args(argv):
-    parser = _common.example_parser(NAME, __doc__, epochs=20, quick="500 images, 1 epoch")
+    parser = _common.example_parser(NAME, __doc__, epochs=20, quick="1,000 images, 5 epochs")
     parser.add_argument("--digit", type=int, default=1, choices=range(10), help="the attribute (default 1)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = 1
+        args.epochs = 5
     return args
 
 
@@ -57,7 +57,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(500, 200))
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(1000, 200))
 
     model = models.build("vae", x_dim=784, z_dim=20, hidden=(400,), seed=args.seed)
     _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)

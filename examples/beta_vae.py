@@ -1,7 +1,7 @@
 """β-VAE: weighting the KL term trades reconstruction for a simpler, more prior-like code.
 
     python examples/beta_vae.py [--epochs 15] [--seed 0] [--out examples_out/beta_vae]
-    python examples/beta_vae.py --quick  # a few seconds: 500 images, 1 epoch
+    python examples/beta_vae.py --quick  # a few seconds: 1,000 images, 5 epochs
 
 The lesson. The β-VAE (Higgins et al. 2017) minimises −E_q[log p(x|z)] + β·KL(q(z|x) ‖ p(z)). With β = 1
 this is the negative ELBO; with β = 4 every nat of information the code carries about x costs four times
@@ -27,10 +27,10 @@ BETAS = (1.0, 4.0)
 
 
 def parse_args(argv):
-    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="500 images, 1 epoch", per_model=True)
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="1,000 images, 5 epochs", per_model=True)
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = 1
+        args.epochs = 5
     return args
 
 
@@ -54,7 +54,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(500, 200))
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(1000, 200))
 
     results, figures = [], []
     for beta in BETAS:

@@ -1,7 +1,7 @@
 """Hierarchical VAE: where the information goes when there are two stochastic layers.
 
     python examples/hvae.py [--epochs 15] [--seed 0] [--out examples_out/hvae]
-    python examples/hvae.py --quick  # a few seconds: 300 images, 1 epoch
+    python examples/hvae.py --quick  # a few seconds: 1,000 images, 5 epochs
 
 The lesson. A Markovian hierarchical VAE with T = 2 layers has the generative chain
 p(z_2) p(z_1|z_2) p(x|z_1) and the inference chain q(z_1|x) q(z_2|z_1). Its ELBO splits into one
@@ -31,11 +31,11 @@ Z_DIMS = (20, 10)  # z_1 (read by the decoder), z_2 (top)
 
 
 def parse_args(argv):
-    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="300 images, 1 epoch, k = 10")
+    parser = _common.example_parser(NAME, __doc__, epochs=15, quick="1,000 images, 5 epochs, k = 10")
     parser.add_argument("--k", type=int, default=100, help="importance samples for the NLL (default 100)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.k = 1, 10
+        args.epochs, args.k = 5, 10
     return args
 
 
@@ -58,7 +58,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = numpy.random.default_rng(args.seed)
     start = time.perf_counter()
-    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(300, 100))
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(1000, 200))
 
     model = models.build("hvae", x_dim=784, z_dims=Z_DIMS, hidden=(400,), seed=args.seed)
     history = _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)

@@ -1,7 +1,7 @@
 """IWAE: more importance samples give a tighter bound on log p(x).
 
     python examples/iwae.py [--epochs 5] [--seed 0] [--out examples_out/iwae]
-    python examples/iwae.py --quick  # a few seconds: 200 images, 1 epoch, K = 1 and 5 only
+    python examples/iwae.py --quick  # a few seconds: 1,000 images, 5 epochs, K = 1 and 5 only
 
 The lesson. The importance-weighted bound of Burda et al. (2016, eq. 8),
 
@@ -34,12 +34,12 @@ EVAL_K = (1, 5, 20, 100, 1000)
 
 def parse_args(argv):
     parser = _common.example_parser(
-        NAME, __doc__, epochs=5, quick="200 images, 1 epoch, K = 1 and 5, k ≤ 20", per_model=True
+        NAME, __doc__, epochs=5, quick="1,000 images, 5 epochs, K = 1 and 5, k ≤ 20", per_model=True
     )
     args = parser.parse_args(argv)
     args.train_k, args.eval_k = TRAIN_K, EVAL_K
     if args.quick:
-        args.epochs, args.train_k, args.eval_k = 1, (1, 5), (1, 5, 20)
+        args.epochs, args.train_k, args.eval_k = 5, (1, 5), (1, 5, 20)
     return args
 
 
@@ -67,7 +67,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
     train_set, test_set = _common.load_splits(
-        "mnist5k", args.quick, quick_sizes=(200, 50), full_sizes=(None, 200)
+        "mnist5k", args.quick, quick_sizes=(1000, 100), full_sizes=(None, 200)
     )
     x = test_set.x
 

@@ -1,7 +1,7 @@
 """VQ-VAE: a discrete code, how much of the codebook it uses, and two ways to learn the codebook.
 
     python examples/vqvae.py [--epochs 8] [--codebook-size 32] [--seed 0] [--out examples_out/vqvae]
-    python examples/vqvae.py --quick  # a few seconds: 300 images, 1 epoch
+    python examples/vqvae.py --quick  # a few seconds: 1,000 images, 5 epochs
 
 The lesson. A VQ-VAE (van den Oord et al. 2017) replaces the Gaussian latent with the nearest of K codebook
 vectors: each image here becomes L = 4 code indices out of K = 32, i.e. at most 4 log 32 ≈ 13.9 nats of
@@ -32,12 +32,12 @@ VARIANTS = {"loss": False, "ema": True}  # name → VQVAEConfig.ema
 
 
 def parse_args(argv):
-    parser = _common.example_parser(NAME, __doc__, epochs=8, quick="300 images, 1 epoch", per_model=True)
+    parser = _common.example_parser(NAME, __doc__, epochs=8, quick="1,000 images, 5 epochs", per_model=True)
     parser.add_argument("--codebook-size", type=int, default=32, help="K, number of codes (default 32)")
     parser.add_argument("--no-tricks", action="store_true", help="no k-means++ seeding, no dead-code restart")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = 1
+        args.epochs = 5
     return args
 
 
@@ -59,7 +59,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(300, 100))
+    train_set, test_set = _common.load_splits("mnist5k", args.quick, quick_sizes=(1000, 200))
 
     traces, figures, numbers = {}, [], {"codebook_size": args.codebook_size}
     for name, ema in VARIANTS.items():
@@ -77,6 +77,7 @@ def main(argv=None):
             seed=args.seed,
         )
         optimizer = optim.Adam(model.parameters(), lr=1e-3)
+        before = _common.reconstruction_error(model, test_set)
         print(f"--- codebook learned by {name}")
         history, traces[name] = [], []
         for epoch in range(1, args.epochs + 1):  # one epoch at a time, to measure usage after each
@@ -93,6 +94,7 @@ def main(argv=None):
                 history=history,
             )
             traces[name].append(evaluate.codebook_usage(model, test_set.x)["perplexity"])
+        _common.record_fit(model, test_set, before)
         usage = evaluate.codebook_usage(model, test_set.x)
         numbers[f"perplexity_{name}"] = usage["perplexity"]
         numbers[f"codes_used_{name}"] = usage["codes_used"]

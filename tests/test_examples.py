@@ -60,6 +60,16 @@ def _hvae(n):
 def _posterior(n):
     for name in ("gaussian", "posterior"):
         assert n[f"log_px_{name}"] >= n[f"elbo_{name}"] - 0.5  # log p(x) estimate ≥ ELBO, up to noise
+    # The lesson: the richer posterior reaches a better bound and does not widen the gap.
+    assert n["elbo_posterior"] > n["elbo_gaussian"] + 0.3, n
+    assert n["gap_posterior"] <= n["gap_gaussian"], n
+
+
+def _flow(n):
+    """The flow also closes a clear part of the gap (quick run: 0.25 vs 0.51 nats); the mixture's quick
+    gap is too noisy for that (0.60 vs 0.64 on 200 test points, 0.50 vs 0.85 on 1,000)."""
+    _posterior(n)
+    assert n["gap_posterior"] < 0.8 * n["gap_gaussian"], n
 
 
 def _autoencoder(n):
@@ -83,7 +93,7 @@ LESSONS = {
     "cvae": _cvae,
     "hvae": _hvae,
     "mixture_posterior": _posterior,
-    "flow_posterior": _posterior,
+    "flow_posterior": _flow,
     "autoencoder_baseline": _autoencoder,
     "linear_elbo_gap": _linear,
     "attribute_vector": _attribute,
@@ -117,6 +127,10 @@ def test_example_runs_quick(path, tmp_path, capsys, monkeypatch):
             assert math.isfinite(float(v)), f"{path.name}: {key} = {value}"
     if path.stem in LESSONS:
         LESSONS[path.stem](numbers)
+    # Every model the lesson trained learned something, also in --quick mode: its reconstructions are
+    # clearly closer to the test examples than the untrained model's (figures of a learned model, not noise).
+    for fit in result["fits"]:
+        assert fit["error_trained"] <= 0.75 * fit["error_untrained"], (path.name, fit)
 
 
 def test_example_runs_as_a_script(tmp_path):
