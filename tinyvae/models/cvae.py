@@ -26,7 +26,7 @@ import dataclasses
 import numpy
 
 import tinyvae.functional as F
-from tinyvae.models.base import DecoderLikelihood, LossResult, Model, check_number
+from tinyvae.models.base import DecoderLikelihood, Model, check_number
 from tinyvae.models.priors import StandardNormal
 from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, GaussianEncoder, VAEConfig, make_decoder
@@ -122,21 +122,10 @@ class CVAE(VAE):
         mu, _ = self._posterior(x, self.check_y(y, x.shape[0]))
         return mu.data
 
-    def objective(self, x, rng, y=None):
-        """−(E_q[log p(x|z, y)] − β·KL(q(z|x, y) ‖ p(z))), one sample; ``.elbo`` is the unweighted bound
-        on log p(x|y) per example. ``y`` is required: integer labels of shape (B,)."""
-        x = self.check_x(x)
-        labels = self.check_y(y, x.shape[0])
-        mu, logvar = self._posterior(x, labels)  # (B, Z) each
-        eps = rng.standard_normal(mu.shape).astype(self.dtype)
-        z = F.reparameterize(mu, logvar, eps)  # (B, Z)
-        recon = self.likelihood.log_prob(self.decode_logits(z, labels), x)  # (B,) log p(x|z, y)
-        kl = self.prior.analytic_kl(mu, logvar) if self.config.analytic_kl else None  # (B,)
-        if kl is None:  # single-sample estimate, log q(z|x, y) − log p(z): unbiased, noisier
-            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - self.prior.log_prob(z)
-        penalty = self._free_bits_kl(mu, logvar) if self.config.free_bits > 0 else kl.mean()
-        loss = self.kl_weight() * penalty - recon.mean()
-        return LossResult(loss, (recon - kl).data, recon=recon, kl=kl)
+    def posterior_parameters(self, x, labels=None):
+        """(μ, log σ²) of q(z|x, y): the VAE's objective (with L samples, free bits, ...) runs on these, and
+        on ``decode_logits(z, y)``; ``loss(x, rng, y)`` needs integer labels of shape (B,)."""
+        return self._posterior(x, labels)
 
     def log_weights(self, x, k, rng, y=None):
         """log p(x, z_k | y) − log q(z_k | x, y) for k samples z_k ~ q(z|x, y): shape (k, B), a Tensor.

@@ -44,6 +44,10 @@ class FlowVAEConfig(VAEConfig):
     def validate(self):
         super().validate()
         name = type(self).__name__
+        if self.mc_samples != 1:
+            raise ValueError(
+                f"{name}: mc_samples must be 1, got {self.mc_samples!r}: the flow's loss draws one sample"
+            )
         steps = self.flow_steps
         if (
             not isinstance(steps, int | numpy.integer)

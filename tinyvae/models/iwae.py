@@ -36,11 +36,11 @@ class IWAEConfig(VAEConfig):
         super().validate()
         name = type(self).__name__
         check_integer(self, "k", 1, label="k (importance samples per example)")
-        for field, neutral in (("beta", 1.0), ("warmup_steps", 0), ("free_bits", 0.0)):
+        for field, neutral in (("beta", 1.0), ("warmup_steps", 0), ("free_bits", 0.0), ("mc_samples", 1)):
             if getattr(self, field) != neutral:
                 raise ValueError(
                     f"{name}: {field} must be {neutral!r} for the IWAE, got {getattr(self, field)!r}: the "
-                    "importance-weighted bound has no separate KL term to weight"
+                    "importance-weighted bound has no separate KL term to weight, and k sets its samples"
                 )
 
 

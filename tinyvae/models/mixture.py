@@ -57,6 +57,10 @@ class MixtureVAEConfig(VAEConfig):
     def validate(self):
         super().validate()
         name = type(self).__name__
+        if self.mc_samples != 1:
+            raise ValueError(
+                f"{name}: mc_samples must be 1, got {self.mc_samples!r}: one sample per component already"
+            )
         k = self.components
         if not isinstance(k, int | numpy.integer) or isinstance(k, bool) or k < 1:
             raise ValueError(f"{name}: components must be an integer >= 1, got {k!r}")

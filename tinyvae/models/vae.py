@@ -41,9 +41,13 @@ class VAEConfig(ModelConfig):
     warmup_steps: int = 0  # KL warm-up: the weight rises linearly from 0 to beta over this many steps
     free_bits: float = 0.0  # per-dimension KL floor in nats (0 = off): KL_j below it is not penalised
     analytic_kl: bool = True  # False: estimate the KL from the sample, log q(z|x) − log p(z)
+    # L, reparameterised samples per example in the Monte-Carlo estimate of E_q[log p(x|z)] (Kingma & Welling
+    # 2014, eq. 10: the average over L samples; L = 1 in their experiments, and the default here).
+    mc_samples: int = 1
 
     def validate(self):
         super().validate()
+        check_integer(self, "mc_samples", 1, label="mc_samples (samples per example, L)")
         check_number(self, "beta", low=0)  # a finite number: beta=inf would make every loss inf or NaN
         check_integer(self, "warmup_steps", 0)
         check_number(self, "free_bits", low=0)
@@ -118,18 +122,28 @@ class VAE(Model):
         return self.config.beta * min(1.0, self.training_steps / self.config.warmup_steps)
 
     def objective(self, x, rng, y=None):
-        """−(E_q[log p(x|z)] − β·KL), one sample; ``.elbo`` is the unweighted bound per example."""
+        """−(E_q[log p(x|z)] − β·KL), the expectation estimated by the mean over ``mc_samples`` = L
+        reparameterised samples (one by default); ``.elbo`` is the unweighted bound per example. The
+        conditional VAE shares this, through :meth:`posterior_parameters` and ``decode_logits``."""
         x = self.check_x(x)
-        mu, logvar = self.encoder(x)  # (B, Z) each
-        eps = rng.standard_normal(mu.shape).astype(self.dtype)
-        z = F.reparameterize(mu, logvar, eps)  # (B, Z)
-        recon = self.likelihood.log_prob(self.decoder(z), x)  # (B,) log p(x|z)
+        labels = self.check_y(y, x.shape[0])  # None for an unconditional model
+        mu, logvar = self.posterior_parameters(x, labels)  # (B, Z) each
+        samples = self.config.mc_samples
+        shape = mu.shape if samples == 1 else (samples, *mu.shape)  # L = 1 draws exactly as it always did
+        z = F.reparameterize(mu, logvar, rng.standard_normal(shape).astype(self.dtype))  # ([L,] B, Z)
+        recon = self.likelihood.log_prob(self.decode_logits(z, labels), x)  # ([L,] B) log p(x|z)
         kl = self.prior.analytic_kl(mu, logvar) if self.config.analytic_kl else None  # (B,)
-        if kl is None:  # single-sample estimate, log q(z|x) − log p(z): unbiased, noisier
-            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - self.prior.log_prob(z)
+        if kl is None:  # sampled estimate, log q(z|x) − log p(z): unbiased, noisier
+            kl = F.gaussian_log_prob(z, mu, logvar).sum(axis=-1) - self.prior.log_prob(z)  # ([L,] B)
+            kl = kl if samples == 1 else kl.mean(axis=0)
+        recon = recon if samples == 1 else recon.mean(axis=0)  # (B,): the average over the L samples
         penalty = self._free_bits_kl(mu, logvar) if self.config.free_bits > 0 else kl.mean()
         loss = self.kl_weight() * penalty - recon.mean()
         return LossResult(loss, (recon - kl).data, recon=recon, kl=kl)
+
+    def posterior_parameters(self, x, labels=None):
+        """(μ, log σ²) of q(z|x), Tensors (B, Z), for a checked x."""
+        return self.encoder(x)
 
     def _free_bits_kl(self, mu, logvar):
         """Σ_j max(λ, KL_j) with KL_j the batch-mean KL of latent dimension j (Kingma et al. 2016, eq. 15):
