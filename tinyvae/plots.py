@@ -26,6 +26,7 @@ import math
 import pathlib
 
 import numpy
+from matplotlib.ticker import MaxNLocator
 
 from tinyvae import evaluate, figures
 from tinyvae.autodiff import no_grad
@@ -409,13 +410,17 @@ def kl_per_dimension_bars(model, x, path, y=None, threshold=1e-2):
     left.set_xlabel("latent dimension j")
     left.set_ylabel("mean KL(q(z_j|x) ‖ N(0,1)), nats")
     left.set_title(f"KL per dimension (total {kl.sum():.2f} nats)")
+    for ax in (left, right):  # whole dimensions only, never 2.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.bar(dims, numpy.maximum(activity, 1e-12), color=colours)
     right.axhline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:g}")
     right.set_yscale("log")
     right.set_xlabel("latent dimension j")
     right.set_ylabel("Cov_x E[z_j | x]")
     right.set_title("activity (blue: active, grey: inactive)")
-    right.legend(loc="best")
+    right.legend(
+        loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small"
+    )  # beside the bars, not on them
     figure.suptitle(f"{model.name}: {count} of {len(kl)} latent units active")
     figure.tight_layout()
     return _save(figure, path)
@@ -512,13 +517,17 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
     (axis1, axis2), z = _grid_over(lo - margin, hi + margin, grid)
     log_p = true_log_posterior(model, x, z, labels)
     cell = (axis1[1] - axis1[0]) * (axis2[1] - axis2[0])
-    density = numpy.exp(log_p - log_p.max())
-    density = (density / (density.sum() * cell)).reshape(grid, grid)  # normalised on the lattice
+    # log p(z|x), normalised on the lattice: log-density levels show the tails, where a flow or a mixture
+    # differs from a Gaussian, which evenly spaced density levels squeeze into the outermost band.
+    log_norm = log_p - log_p.max()
+    log_density = (log_norm - numpy.log(numpy.exp(log_norm).sum() * cell)).reshape(grid, grid)
+    top = log_density.max()
+    levels = numpy.linspace(top - 12.0, top, 13)  # the densest e^12 of the range, one level per nat
 
     figure = _figure(6.5, 5.5)
     ax = figure.add_subplot()
-    filled = ax.contourf(axis1, axis2, density, levels=12, cmap="Blues")
-    figure.colorbar(filled, ax=ax, label="true posterior density p(z|x)")
+    filled = ax.contourf(axis1, axis2, numpy.maximum(log_density, top - 12.0), levels=levels, cmap="Blues")
+    figure.colorbar(filled, ax=ax, label="true posterior log-density log p(z|x), nats")
     ax.scatter(
         samples[:, 0], samples[:, 1], s=2, alpha=0.35, color="tab:red", label=f"{n_samples} samples of q(z|x)"
     )
