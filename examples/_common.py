@@ -14,7 +14,7 @@ import numpy
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tinyvae import data, evaluate, optim, plots, train
+from tinyvae import data, evaluate, figures, optim, plots, train
 
 BATCH_SIZE = 128  # every example trains on batches of 128
 
@@ -91,9 +91,9 @@ def new_figure(figsize):
 
 
 def save_figure(figure, path):
-    """Lay ``figure`` out and write it to ``path`` as a PNG; returns ``path``."""
-    figure.tight_layout()
-    figure.savefig(path)
+    """Lay ``figure`` out and write it to ``path`` as a PNG (titles wrapped to their axes, written
+    atomically: :func:`tinyvae.figures.save_png`); returns ``path``."""
+    figures.save_png(figure, path)
     return path
 
 
