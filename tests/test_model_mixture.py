@@ -184,3 +184,26 @@ def test_mixture_vae_trains_on_a_bimodal_dataset():
         means = model.latent_mean(model.check_x(data))
     gap = numpy.linalg.norm(means[labels == 0].mean(axis=0) - means[labels == 1].mean(axis=0))
     assert gap > 1.0, gap
+
+
+def test_posterior_sample_parts_name_the_component_that_drew_each_sample():
+    """The mixture's draws come with their component: the samples of component c have c's mean and spread
+    (so the posterior picture can colour them), and the parts' shares follow π."""
+    import numpy
+
+    from tinyvae import models
+
+    model = models.build("mixture", x_dim=3, z_dim=2, hidden=(4,), components=3, dtype="float64")
+    x = numpy.random.default_rng(0).normal(size=(1, 3))
+    log_pi, mu, logvar = (t.numpy()[0] for t in model.encode(x))
+    samples, parts = model.posterior_sample_parts(x, 30_000, numpy.random.default_rng(1))
+    for c in range(3):
+        drawn = samples[parts == c]
+        numpy.testing.assert_allclose(
+            drawn.mean(axis=0), mu[c], atol=5 * numpy.exp(0.5 * logvar[c]).max() / 50
+        )
+        numpy.testing.assert_allclose(len(drawn) / 30_000, numpy.exp(log_pi[c]), atol=0.015)
+    assert (
+        models.build("vae", x_dim=3, z_dim=2).posterior_sample_parts(x, 5, numpy.random.default_rng(0))[1]
+        is None
+    )

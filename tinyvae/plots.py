@@ -502,7 +502,8 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
     x = model.check_x(numpy.reshape(_numpy(x_point), (1, -1))).numpy()  # (1, x_dim)
     labels = model.check_y(None if y is None else numpy.full(1, int(y)), 1)
     with no_grad():
-        samples = _numpy(model.posterior_sample(x, n_samples, rng, labels))  # (n, 2)
+        samples, parts = model.posterior_sample_parts(x, n_samples, rng, labels)  # (n, 2), (n,) or None
+    samples = _numpy(samples)
 
     # Pass 1: a wide lattice; pass 2: zoom onto the box holding the posterior's mass and the samples.
     finite = samples[numpy.isfinite(samples).all(axis=1)]
@@ -528,9 +529,26 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
     ax = figure.add_subplot()
     filled = ax.contourf(axis1, axis2, numpy.maximum(log_density, top - 12.0), levels=levels, cmap="Blues")
     figure.colorbar(filled, ax=ax, label="true posterior log-density log p(z|x), nats")
-    ax.scatter(
-        samples[:, 0], samples[:, 1], s=2, alpha=0.35, color="tab:red", label=f"{n_samples} samples of q(z|x)"
-    )
+    if parts is None:
+        ax.scatter(
+            samples[:, 0],
+            samples[:, 1],
+            s=2,
+            alpha=0.35,
+            color="tab:red",
+            label=f"{n_samples} samples of q(z|x)",
+        )
+    else:  # one colour per part (a mixture's component), so the components can be told apart
+        for part in numpy.unique(parts):
+            drawn = samples[parts == part]
+            ax.scatter(
+                drawn[:, 0],
+                drawn[:, 1],
+                s=2,
+                alpha=0.45,
+                color=f"C{3 + int(part) % 7}",
+                label=f"q(z|x), component {int(part) + 1}: {len(drawn)} samples",
+            )
     ax.set_xlim(axis1[0], axis1[-1])
     ax.set_ylim(axis2[0], axis2[-1])
     ax.set_xlabel("z₁")

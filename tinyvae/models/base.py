@@ -420,6 +420,12 @@ class Model(nn.Module):
         sampler override this and set ``posterior_description``."""
         raise TypeError(f"{self.name}: this model has no posterior sampler q(z|x)")
 
+    def posterior_sample_parts(self, x, n, rng, y=None):
+        """(samples, parts): :meth:`posterior_sample` and, for a posterior made of parts (a mixture's
+        components), which part drew each sample (ints (n,)), else None. The posterior picture colours
+        the samples by part."""
+        return self.posterior_sample(x, n, rng, y), None
+
     # ----- hooks for training, evaluation and figures (defaults: nothing extra) -----
     def start_epoch(self):
         """Called by the trainer before each training epoch (the VQ-VAE restarts its usage counts)."""

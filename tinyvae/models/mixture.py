@@ -179,11 +179,15 @@ class MixtureVAE(Model):
     def posterior_sample(self, x, n, rng, y=None):
         """n draws of q(z|x) for one example x (1, x_dim): a component c ~ Cat(π), then z = μ_c + σ_c ε.
         An array (n, z_dim)."""
+        return self.posterior_sample_parts(x, n, rng, y)[0]
+
+    def posterior_sample_parts(self, x, n, rng, y=None):
+        """The draws of :meth:`posterior_sample` and the component c that drew each (ints (n,))."""
         log_pi, mu, logvar = (t.numpy()[0] for t in self.encode(x))  # (K,), (K, Z), (K, Z)
         pi = numpy.exp(log_pi - log_pi.max())
         component = rng.choice(len(pi), size=n, p=pi / pi.sum())  # (n,)
         eps = rng.standard_normal((n, mu.shape[-1]))  # (n, Z)
-        return (mu[component] + numpy.exp(0.5 * logvar[component]) * eps).astype(self.dtype)
+        return (mu[component] + numpy.exp(0.5 * logvar[component]) * eps).astype(self.dtype), component
 
     @classmethod
     def size_lower_bounds(cls, config):
