@@ -141,3 +141,17 @@ def test_example_runs_as_a_script(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "figures in" in done.stdout and (out / "samples.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+def test_example_teaches_its_lesson_at_full_size(path, tmp_path, monkeypatch):
+    """The full run (no --quick, the examples' own defaults) passes the same lesson check and every model it
+    trains learned; the numbers go to benchmarks/RESULTS.md, "Lessons at full size"."""
+    module = load(path, monkeypatch)
+    result = module.main(["--seed", "0", "--out", str(tmp_path / path.stem)])
+    if path.stem in LESSONS:
+        LESSONS[path.stem](result["numbers"])
+    for fit in result["fits"]:
+        assert fit["error_trained"] <= 0.75 * fit["error_untrained"], (path.name, fit)
+    print(path.stem, {k: v for k, v in result["numbers"].items() if numpy.ndim(v) == 0})
