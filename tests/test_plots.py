@@ -415,3 +415,20 @@ def test_training_curves_show_every_vq_term_and_keep_later_epochs_readable():
     assert plots._zoom_past_first_epoch(ax, [-losses]) == "" and ax.get_yscale() == "linear"
     ax = figures.new_figure(3, 3).add_subplot()
     assert plots._zoom_past_first_epoch(ax, [losses[4:]]) == "" and ax.get_yscale() == "linear"
+
+
+def test_coverage_of_the_99_percent_region_is_99_percent_for_samples_of_the_density_itself():
+    """The number the posterior picture prints: for a standard normal known on a lattice, its own samples fall
+    in its 99% region 99% of the time (±0.5% for 20,000 draws), samples shifted by 3 σ far less often."""
+    axis = numpy.linspace(-6, 6, 241)
+    cell = (axis[1] - axis[0]) ** 2
+    z1, z2 = numpy.meshgrid(axis, axis)
+    log_density = -0.5 * (z1**2 + z2**2) - numpy.log(2 * numpy.pi)
+    rng = numpy.random.default_rng(0)
+
+    def log_pdf(z):
+        return -0.5 * (z**2).sum(axis=1) - numpy.log(2 * numpy.pi)
+
+    own = rng.standard_normal((20_000, 2))
+    assert plots.coverage(log_density, cell, log_pdf(own)) == pytest.approx(0.99, abs=0.005)
+    assert plots.coverage(log_density, cell, log_pdf(own + 3.0)) < 0.5

@@ -471,6 +471,18 @@ def true_log_posterior(model, x, z, y=None):
         return _numpy(log_lik) + _numpy(model.prior.log_prob(z_t))
 
 
+def coverage(log_density, cell, sample_log_density, mass=0.99):
+    """The fraction of samples inside the region that holds ``mass`` of a density known on a lattice
+    (``log_density``: normalised log-densities of cells of area ``cell``): the densest cells, taken until
+    they add up to ``mass``, set a level, and a sample is inside where its log-density (on the same,
+    normalised scale) is at or above it. For q's samples against the true posterior: about ``mass`` when q
+    fits p(z|x), less when q puts samples where p(z|x) has little mass."""
+    order = numpy.sort(numpy.ravel(log_density))[::-1]
+    cumulative = numpy.cumsum(numpy.exp(order)) * cell
+    level = order[min(int(numpy.searchsorted(cumulative, mass)), len(order) - 1)]
+    return float(numpy.mean(numpy.asarray(sample_log_density) >= level))
+
+
 def _grid_over(lo, hi, grid):
     axes = [numpy.linspace(lo[d], hi[d], grid) for d in range(2)]
     z1, z2 = numpy.meshgrid(*axes)
@@ -521,9 +533,11 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
     # log p(z|x), normalised on the lattice: log-density levels show the tails, where a flow or a mixture
     # differs from a Gaussian, which evenly spaced density levels squeeze into the outermost band.
     log_norm = log_p - log_p.max()
-    log_density = (log_norm - numpy.log(numpy.exp(log_norm).sum() * cell)).reshape(grid, grid)
+    normaliser = log_p.max() + numpy.log(numpy.exp(log_norm).sum() * cell)  # log ∫ p(x|z) p(z) dz, lattice
+    log_density = (log_p - normaliser).reshape(grid, grid)
     top = log_density.max()
     levels = numpy.linspace(top - 12.0, top, 13)  # the densest e^12 of the range, one level per nat
+    inside = coverage(log_density, cell, true_log_posterior(model, x, finite, labels) - normaliser)
 
     figure = _figure(6.5, 5.5)
     ax = figure.add_subplot()
@@ -556,7 +570,8 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
     ax.legend(loc="upper right", markerscale=4)
     where = ", ".join(f"{v:.2f}" for v in x[0][:4]) + (", …" if x.shape[1] > 4 else "")
     ax.set_title(
-        f"{model.name}: true p(z|x) (contours) vs {model.posterior_description} (dots)\nat x = ({where})",
+        f"{model.name}: true p(z|x) (contours) vs {model.posterior_description} (dots)\nat x = ({where}); "
+        f"{inside:.0%} of q's samples lie in p(z|x)'s 99% region",
         fontsize="medium",
     )
     figure.tight_layout()
