@@ -4,6 +4,7 @@ was made of, captured where they are tiled (``plots._mosaic``):
 
 * reconstructions: each reconstruction is closer to its own original than to a typical other test digit;
 * class-conditional samples: a digit classifier written with tinyvae labels each row with its class;
+* the manifold of a 2-D latent: several digits, neighbouring tiles alike;
 * interpolation: the path starts at the first example's reconstruction and ends at the second's, with
   every step between the two in distance.
 """
@@ -88,3 +89,26 @@ def test_the_interpolation_runs_from_one_example_to_the_other(vae, mnist, drawn,
     numpy.testing.assert_allclose(path[-1], ends[1], atol=1e-5)
     to_b = ((path - ends[1]) ** 2).mean(axis=1)
     assert numpy.all(numpy.diff(to_b) < 1e-6), to_b  # each step at least as close to x_b's end as the last
+
+
+def test_the_manifold_of_a_2d_latent_covers_several_digits_and_changes_smoothly(
+    judge, drawn, tmp_path_factory
+):
+    """A VAE with two latent dimensions: the 15 x 15 lattice of decoded images that manifold.png tiles shows
+    several digit classes (at least 5 different labels from the judge), and neighbouring tiles are closer to
+    each other than tiles picked at random (the decoder is smooth over the prior's central 90%)."""
+    out = tmp_path_factory.mktemp("vae2") / "run"
+    config = train.RunConfig(
+        model="vae", latent_dim=2, epochs=10, limit=1000, out=out, plots=False, progress=False
+    )
+    train.run(config, log=lambda line: None)
+    model = checkpoint.load_model(str(out / "last.npz"))[0]
+    plots.manifold(model, out.parent / "m.png")
+    tiles = drawn[0].reshape(15, 15, -1)
+    assert len(numpy.unique(judge.predict(tiles.reshape(225, -1)))) >= 5
+    neighbours = numpy.mean(((tiles[:, 1:] - tiles[:, :-1]) ** 2).mean(axis=-1))
+    rng = numpy.random.default_rng(0)
+    pairs = rng.integers(225, size=(500, 2))
+    flat = tiles.reshape(225, -1)
+    random_pairs = numpy.mean(((flat[pairs[:, 0]] - flat[pairs[:, 1]]) ** 2).mean(axis=-1))
+    assert neighbours < 0.5 * random_pairs, (neighbours, random_pairs)
