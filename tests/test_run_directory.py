@@ -756,3 +756,21 @@ def test_data_dir_on_a_toy_and_a_checkpoint_that_is_a_folder_are_named(finished_
     (run / "best.npz").mkdir()
     assert tinyvae("sample", run, "--checkpoint", "best") == 2
     assert "best.npz: not a regular file" in capsys.readouterr().err
+
+
+def test_config_json_edits_found_by_the_review_are_messages(finished_run, tmp_path, capsys):
+    """A toy run's limit edited to 10**12 (evaluate would generate a trillion points) and a 'resumes' that
+    is not a list (a resume with a changed --lr appends to it): one-line errors, nothing changed."""
+    run = copy_run(finished_run, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["settings"]["limit"] = 10**12
+    (run / "config.json").write_text(json.dumps(config))
+    assert tinyvae("evaluate", run, "--k", 5) == 2
+    assert "at most 10,000,000" in capsys.readouterr().err
+    config["settings"]["limit"] = 128
+    config["resumes"] = "x"
+    (run / "config.json").write_text(json.dumps(config))
+    before = snapshot(run)
+    assert train_run(run, "--resume", "--lr", "0.002", epochs=2) == 2
+    assert "'resumes' must be a list of changes, found str" in capsys.readouterr().err
+    assert snapshot(run) == before
