@@ -35,3 +35,22 @@ def backend(request):
     tv.backend.use(request.param)
     yield request.param
     tv.backend.use(previous)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The image arrays every figure of tinyvae.plots tiles, in the order drawn (``plots._mosaic`` is where
+    images become a figure): the tests judge a figure by what it shows, not by its pixels being non-blank."""
+    import numpy
+
+    from tinyvae import plots
+
+    captured = []
+    real = plots._mosaic
+
+    def recording(images, rows, cols, image_shape, pad=1):
+        captured.append(numpy.asarray(images, dtype=numpy.float64))
+        return real(images, rows, cols, image_shape, pad)
+
+    monkeypatch.setattr(plots, "_mosaic", recording)
+    return captured

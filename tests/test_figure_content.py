@@ -47,20 +47,6 @@ def cvae(tmp_path_factory):
     return trained("cvae", tmp_path_factory)
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The image arrays every figure tiles, in order."""
-    captured = []
-    real = plots._mosaic
-
-    def recording(images, rows, cols, image_shape, pad=1):
-        captured.append(numpy.asarray(images))
-        return real(images, rows, cols, image_shape, pad)
-
-    monkeypatch.setattr(plots, "_mosaic", recording)
-    return captured
-
-
 def test_reconstructions_are_closer_to_their_originals_than_to_other_examples(vae, mnist, drawn, tmp_path):
     """Each of the 10 reconstructions drawn is closer to its own original than to the median other one of
     50 test digits (all 10 measured; an untrained decoder's grey blur is not)."""

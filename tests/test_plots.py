@@ -432,3 +432,37 @@ def test_coverage_of_the_99_percent_region_is_99_percent_for_samples_of_the_dens
     own = rng.standard_normal((20_000, 2))
     assert plots.coverage(log_density, cell, log_pdf(own)) == pytest.approx(0.99, abs=0.005)
     assert plots.coverage(log_density, cell, log_pdf(own + 3.0)) < 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the image figures tile is exactly what they claim to show (the lessons' content is judged on trained
+# models in tests/test_figure_content.py)
+
+
+def test_the_image_figures_tile_what_they_say(tmp_path, images, drawn):
+    """Reconstructions: the first n examples above model.reconstruct of them. Samples: model.sample with the
+    same generator. Class-conditional grid: row c is model.sample(per_class, ·, y=c). Manifold: the decoder
+    at the prior's quantiles, highest z₂ in the top row. Interpolation: x_a, model.interpolate, x_b."""
+    model = tiny("vae", z_dim=2)
+    plots.reconstructions(model, images.x, tmp_path / "r.png", image_shape=IMAGE_SHAPE, n=6)
+    numpy.testing.assert_allclose(drawn[-1][:6], images.x[:6])
+    numpy.testing.assert_allclose(drawn[-1][6:], model.reconstruct(images.x[:6]), rtol=1e-6)
+    plots.samples_grid(model, numpy.random.default_rng(3), tmp_path / "s.png", n=9, image_shape=IMAGE_SHAPE)
+    numpy.testing.assert_allclose(drawn[-1], model.sample(9, numpy.random.default_rng(3)), rtol=1e-6)
+    plots.manifold(model, tmp_path / "m.png", image_shape=IMAGE_SHAPE, grid=4)
+    q = model.prior.quantile(numpy.linspace(0.05, 0.95, 4))
+    corner = numpy.array([[q[0, 0], q[-1, 1]]], dtype=numpy.float32)  # top-left tile: lowest z₁, highest z₂
+    numpy.testing.assert_allclose(drawn[-1][0], model.decode(corner)[0], rtol=1e-6)
+    plots.interpolation_strip(
+        model, images.x[0], images.x[1], tmp_path / "i.png", steps=5, image_shape=IMAGE_SHAPE
+    )
+    numpy.testing.assert_allclose(drawn[-1][0], images.x[0])
+    numpy.testing.assert_allclose(drawn[-1][-1], images.x[1])
+    numpy.testing.assert_allclose(
+        drawn[-1][1:-1], model.interpolate(images.x[0], images.x[1], steps=5), rtol=1e-6
+    )
+    cvae = tiny("cvae", n_classes=3)
+    plots.class_conditional_grid(cvae, numpy.random.default_rng(4), tmp_path / "c.png", 5, IMAGE_SHAPE)
+    rng = numpy.random.default_rng(4)
+    expected = numpy.concatenate([cvae.sample(5, rng, y=c) for c in range(3)])
+    numpy.testing.assert_allclose(drawn[-1], expected, rtol=1e-6)

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from processes import wait_for
 
 import tinyvae as tv
 from tinyvae import checkpoint, cli, models
@@ -37,19 +38,6 @@ def start_training(out, epochs=100_000, extra=()):
     return subprocess.Popen(
         [*command, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def wait_for(condition, process, timeout=60.0, pause=0.001):
-    """Poll ``condition()`` every ``pause`` seconds (0: spin); fail if the process ends first or the
-    timeout passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"training ended early with status {process.returncode}: {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("timed out waiting for the training process")
-        time.sleep(pause)
 
 
 def temporaries(out):

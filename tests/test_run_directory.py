@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import wait_for
 
 from tinyvae import checkpoint, cli, rundir, train
 
@@ -48,17 +49,6 @@ def start_training(out, *extra, epochs=100_000, preexec_fn=None):
         text=True,
         preexec_fn=preexec_fn,
     )
-
-
-def wait_for(condition, process, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"training ended early with status {process.returncode}: {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("timed out waiting for the training process")
-        time.sleep(0.005)
 
 
 def snapshot(folder):
