@@ -54,3 +54,21 @@ def drawn(monkeypatch):
 
     monkeypatch.setattr(plots, "_mosaic", recording)
     return captured
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """The Matplotlib Figures that tinyvae saves, in order (the figure object itself, so a test can read
+    back the bars, points and lines it holds)."""
+    from tinyvae import figures, plots
+
+    captured = []
+    real = figures.save_png
+
+    def recording(figure, path):
+        captured.append(figure)
+        return real(figure, path)
+
+    monkeypatch.setattr(figures, "save_png", recording)
+    monkeypatch.setattr(plots, "_save", recording)
+    return captured

@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy
 import pytest
 
-from tinyvae import models, plots
+from tinyvae import evaluate, models, plots
 from tinyvae.models import priors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -122,19 +122,28 @@ def test_principal_components_find_the_direction_of_largest_variance():
 
 
 # ----- each figure -----
-def test_reconstructions_images_and_points(tmp_path, images, points):
-    """Originals over reconstructions for images; a scatter with arrows for 2-D data."""
+def test_reconstructions_images_and_points(tmp_path, images, points, saved):
+    """Originals over reconstructions for images; a scatter with arrows for 2-D data, whose second set of
+    points is the model's reconstructions of the data."""
     assert_png(plots.reconstructions(tiny("vae"), images.x, tmp_path / "r.png", image_shape=IMAGE_SHAPE, n=6))
-    assert_png(plots.reconstructions(toy("vae"), points.x, tmp_path / "r2.png", image_shape=None))
+    model = toy("vae")
+    assert_png(plots.reconstructions(model, points.x, tmp_path / "r2.png", image_shape=None))
+    drawn_sets = [c.get_offsets() for c in saved[-1].axes[0].collections if len(c.get_offsets()) == 200]
+    expected = model.reconstruct(points.x)
+    assert any(numpy.allclose(offsets, expected, rtol=1e-5) for offsets in drawn_sets)
 
 
-def test_reconstructions_of_a_conditional_model_need_labels(tmp_path, images):
-    """A CVAE reconstructs with its labels, and says so when they are missing."""
+def test_reconstructions_of_a_conditional_model_need_labels(tmp_path, images, drawn):
+    """A CVAE reconstructs with its labels (the figure shows reconstruct(x, y)), and says so when they are
+    missing."""
     model = tiny("cvae", n_classes=3)
     path = plots.reconstructions(
         model, images.x, tmp_path / "r.png", y=images.labels, image_shape=IMAGE_SHAPE
     )
     assert_png(path)
+    numpy.testing.assert_allclose(
+        drawn[-1][10:], model.reconstruct(images.x[:10], images.labels[:10]), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="conditional"):
         plots.reconstructions(model, images.x, tmp_path / "bad.png", image_shape=IMAGE_SHAPE)
 
@@ -147,34 +156,57 @@ def test_image_shape_must_match_x_dim(tmp_path, images):
         plots.samples_grid(tiny("vae"), 0, tmp_path / "s.png", image_shape=None)
 
 
-def test_samples_grid_images_and_points(tmp_path):
+def test_samples_grid_images_and_points(tmp_path, saved):
     """A grid of decoded prior samples; a scatter for 2-D data."""
     assert_png(
         plots.samples_grid(
             tiny("vae"), numpy.random.default_rng(0), tmp_path / "s.png", n=10, image_shape=IMAGE_SHAPE
         )
     )
-    assert_png(plots.samples_grid(toy("vae"), 0, tmp_path / "s2.png", n=300, image_shape=None))
+    model = toy("vae")
+    assert_png(plots.samples_grid(model, 0, tmp_path / "s2.png", n=300, image_shape=None))
+    offsets = saved[-1].axes[0].collections[0].get_offsets()  # the decoded prior samples, in order
+    numpy.testing.assert_allclose(offsets, model.sample(300, numpy.random.default_rng(0)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("z_dim", [1, 2, 3])
-def test_latent_scatter_for_one_two_and_more_latent_dimensions(tmp_path, images, z_dim):
-    """Latent means coloured by label: against the label (Z = 1), directly (Z = 2), by PCA (Z > 2)."""
-    path = plots.latent_scatter(tiny("vae", z_dim=z_dim), images.x, images.labels, tmp_path / "z.png")
+def test_latent_scatter_for_one_two_and_more_latent_dimensions(tmp_path, images, z_dim, saved):
+    """Latent means coloured by label: against the label (Z = 1), directly (Z = 2), by PCA (Z > 2); the
+    points drawn are those coordinates."""
+    model = tiny("vae", z_dim=z_dim)
+    path = plots.latent_scatter(model, images.x, images.labels, tmp_path / "z.png")
     assert_png(path)
+    offsets = saved[-1].axes[0].collections[0].get_offsets()
+    means = model.latent_mean(model.check_x(images.x)).astype(float)
+    if z_dim == 1:
+        numpy.testing.assert_allclose(offsets[:, 0], means[:, 0], rtol=1e-6)
+        assert numpy.all(numpy.abs(offsets[:, 1] - images.labels) <= 0.2)  # the label, jittered
+    elif z_dim == 2:
+        numpy.testing.assert_allclose(offsets, means, rtol=1e-6)
+    else:
+        numpy.testing.assert_allclose(offsets, plots.principal_components(means, 2)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_latent_scatter_checks_the_labels(tmp_path, images):
-    """Labels of the wrong length are refused; no labels gives one colour."""
+def test_latent_scatter_checks_the_labels(tmp_path, images, saved):
+    """Labels of the wrong length are refused; no labels gives one colour (one set of points, no legend)."""
     assert_png(plots.latent_scatter(tiny("vae"), images.x, None, tmp_path / "z.png"))
+    ax = saved[-1].axes[0]
+    assert len(ax.collections) == 1 and ax.get_legend() is None and len(ax.collections[0].get_offsets()) == 30
     with pytest.raises(ValueError, match=r"labels must have shape \(30,\)"):
         plots.latent_scatter(tiny("vae"), images.x, images.labels[:5], tmp_path / "bad.png")
 
 
-def test_manifold_images_points_and_refusals(tmp_path):
-    """The decoded lattice for a 2-D latent (images and 2-D data); z_dim 3 and a tiny grid are refused."""
+def test_manifold_images_points_and_refusals(tmp_path, saved):
+    """The decoded lattice for a 2-D latent (images and 2-D data: the dots are the decoder at the prior's
+    quantiles); z_dim 3 and a tiny grid are refused."""
     assert_png(plots.manifold(tiny("vae", z_dim=2), tmp_path / "m.png", image_shape=IMAGE_SHAPE, grid=6))
-    assert_png(plots.manifold(toy("vae"), tmp_path / "m2.png", image_shape=None, grid=8))
+    model = toy("vae")
+    assert_png(plots.manifold(model, tmp_path / "m2.png", image_shape=None, grid=8))
+    q = model.prior.quantile(numpy.linspace(0.05, 0.95, 8))
+    z1, z2 = numpy.meshgrid(q[:, 0], q[::-1, 1])
+    lattice = numpy.stack([z1.ravel(), z2.ravel()], axis=1).astype(numpy.float32)
+    offsets = saved[-1].axes[0].collections[-1].get_offsets()
+    numpy.testing.assert_allclose(offsets, model.decode(lattice), rtol=1e-5)
     with pytest.raises(ValueError, match="z_dim == 2.*got z_dim=3"):
         plots.manifold(tiny("vae", z_dim=3), tmp_path / "bad.png", image_shape=IMAGE_SHAPE)
     with pytest.raises(ValueError, match="grid must be an integer >= 2"):
@@ -183,8 +215,9 @@ def test_manifold_images_points_and_refusals(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["linear", "slerp"])
-def test_interpolation_strip(tmp_path, images, points, method):
-    """x_a, the decoded path, x_b: as a strip of images and as a path through 2-D data."""
+def test_interpolation_strip(tmp_path, images, points, method, drawn, saved):
+    """x_a, the decoded path, x_b: as a strip of images and as a path through 2-D data; both are the
+    model's interpolation between the two."""
     path = plots.interpolation_strip(
         tiny("vae"),
         images.x[0],
@@ -195,8 +228,17 @@ def test_interpolation_strip(tmp_path, images, points, method):
         image_shape=IMAGE_SHAPE,
     )
     assert_png(path)
+    expected = tiny("vae").interpolate(images.x[0], images.x[1], steps=5, method=method)
+    numpy.testing.assert_allclose(drawn[-1][1:-1], expected, rtol=1e-6)
+    model = toy("vae")
     assert_png(
-        plots.interpolation_strip(toy("vae"), points.x[0], points.x[1], tmp_path / "i2.png", image_shape=None)
+        plots.interpolation_strip(model, points.x[0], points.x[1], tmp_path / "i2.png", image_shape=None)
+    )
+    line = saved[-1].axes[0].get_lines()[0]
+    numpy.testing.assert_allclose(
+        numpy.stack([line.get_xdata(), line.get_ydata()], axis=1),
+        model.interpolate(points.x[0], points.x[1], steps=10),
+        rtol=1e-5,
     )
 
 
@@ -208,16 +250,22 @@ def test_interpolation_strip_passes_the_models_refusal_on(tmp_path, images):
         )
 
 
-def test_training_curves_plot_what_exists(tmp_path):
-    """Rows with some metrics missing (or None), or with per-layer KLs, still plot; empty rows, rows
-    without an epoch or without any known metric are refused."""
+def test_training_curves_plot_what_exists(tmp_path, saved):
+    """Rows with some metrics missing (or None), or with per-layer KLs, still plot (one panel per metric
+    present, a line per split and layer); empty rows, rows without an epoch or without any known metric are
+    refused."""
     assert_png(plots.training_curves(METRICS, tmp_path / "t.png"))
+    titles = [ax.get_title() for ax in saved[-1].axes]
+    assert [t.split(" (")[0] for t in titles] == ["ELBO", "reconstruction term", "KL term", "loss minimised"]
     assert_png(plots.training_curves([{"epoch": 1, "test_kl": 2.0}], tmp_path / "t1.png"))
+    assert len(saved[-1].axes) == 1 and len(saved[-1].axes[0].get_lines()) == 1
     layered = [
         {"epoch": e, "train_kl_1": 2.0 + e, "train_kl_2": 1.0, "test_kl_1": 2.5, "test_elbo": -e}
         for e in (1, 2)
     ]
     assert_png(plots.training_curves(layered, tmp_path / "t2.png"))
+    kl_panel = [ax for ax in saved[-1].axes if ax.get_title().startswith("KL")][0]
+    assert {line.get_label() for line in kl_panel.get_lines()} >= {"train layer 1", "train layer 2"}
     with pytest.raises(ValueError, match="rows is empty"):
         plots.training_curves([], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="row 0 has no 'epoch'"):
@@ -240,18 +288,19 @@ def test_codebook_usage_hist_and_refusal(tmp_path, images):
         plots.codebook_usage_hist(tiny("vae"), images.x, tmp_path / "bad.png")
 
 
-def test_class_conditional_grid_and_refusal(tmp_path):
-    """One row per class for a CVAE (images and 2-D data); an unconditional model is refused."""
+def test_class_conditional_grid_and_refusal(tmp_path, saved):
+    """One row per class for a CVAE (images and 2-D data: the dots are the per-class samples, in class
+    order); an unconditional model is refused."""
     assert_png(
         plots.class_conditional_grid(
             tiny("cvae", n_classes=3), 0, tmp_path / "g.png", per_class=4, image_shape=IMAGE_SHAPE
         )
     )
-    assert_png(
-        plots.class_conditional_grid(
-            toy("cvae", n_classes=2), 0, tmp_path / "g2.png", per_class=50, image_shape=None
-        )
-    )
+    model = toy("cvae", n_classes=2)
+    assert_png(plots.class_conditional_grid(model, 0, tmp_path / "g2.png", per_class=50, image_shape=None))
+    rng = numpy.random.default_rng(0)
+    expected = numpy.concatenate([model.sample(50, rng, y=c) for c in range(2)])
+    numpy.testing.assert_allclose(saved[-1].axes[0].collections[0].get_offsets(), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="not conditional"):
         plots.class_conditional_grid(tiny("vae"), 0, tmp_path / "bad.png", image_shape=IMAGE_SHAPE)
 
@@ -264,13 +313,18 @@ def test_class_conditional_grid_and_refusal(tmp_path):
         ("flow", {"flow_steps": 2}, "normalizing-flow"),
     ],
 )
-def test_posterior_comparison_for_each_posterior_family(tmp_path, points, name, extra, family):
-    """The true posterior on a grid with q's samples over it, for the Gaussian, mixture and flow families."""
+def test_posterior_comparison_for_each_posterior_family(tmp_path, points, name, extra, family, saved):
+    """The true posterior on a grid with q's samples over it, for the Gaussian, mixture and flow families:
+    300 dots in all (one set per component for the mixture), and the coverage in the title."""
     model = toy(name, **extra)
     assert model.posterior_description.startswith(family)
     assert_png(
         plots.posterior_comparison(model, points.x[0], tmp_path / "p.png", grid=30, n_samples=300, rng=0)
     )
+    ax = saved[-1].axes[0]
+    dots = [c for c in ax.collections if type(c).__name__ == "PathCollection"]
+    assert sum(len(c.get_offsets()) for c in dots) == 300 and len(dots) == (3 if name == "mixture" else 1)
+    assert "of q's samples lie in p(z|x)'s 99%" in ax.get_title().replace("\n", " ")
 
 
 def test_posterior_samples_follow_q(points):
@@ -466,3 +520,42 @@ def test_the_image_figures_tile_what_they_say(tmp_path, images, drawn):
     rng = numpy.random.default_rng(4)
     expected = numpy.concatenate([cvae.sample(5, rng, y=c) for c in range(3)])
     numpy.testing.assert_allclose(drawn[-1], expected, rtol=1e-6)
+
+
+def test_the_chart_figures_draw_the_numbers_they_name(tmp_path, images, points, saved):
+    """Read back from the saved Figures: the latent scatter's points are the latent means; the KL bars are
+    evaluate.kl_per_dimension and the activity bars evaluate.active_units; the codebook histogram's bars are
+    the usage counts; the training curves' lines are the metrics; the posterior picture's dots are q's
+    samples, and its title gives their coverage of the true posterior's 99% region."""
+    model = tiny("vae", z_dim=2)
+    plots.latent_scatter(model, images.x, images.labels, tmp_path / "z.png")
+    offsets = saved[-1].axes[0].collections[0].get_offsets()
+    numpy.testing.assert_allclose(
+        offsets, model.latent_mean(model.check_x(images.x)).astype(float), rtol=1e-6
+    )
+
+    model = tiny("vae", z_dim=5)
+    plots.kl_per_dimension_bars(model, images.x, tmp_path / "k.png")
+    left, right = saved[-1].axes[:2]
+    heights = [patch.get_height() for patch in left.patches]
+    numpy.testing.assert_allclose(heights, evaluate.kl_per_dimension(model, images.x), rtol=1e-6)
+    activity = [patch.get_height() for patch in right.patches]
+    numpy.testing.assert_allclose(
+        activity, numpy.maximum(evaluate.active_units(model, images.x)[1], 1e-12), rtol=1e-6
+    )
+
+    vq = tiny("vqvae", codebook_size=8)
+    plots.codebook_usage_hist(vq, images.x, tmp_path / "c.png")
+    counts = [patch.get_height() for patch in saved[-1].axes[0].patches]
+    numpy.testing.assert_array_equal(counts, vq.codebook_usage(images.x)["counts"])
+
+    plots.training_curves(METRICS, tmp_path / "t.png")
+    elbo_axes = saved[-1].axes[0]
+    train_line = elbo_axes.get_lines()[0]
+    numpy.testing.assert_allclose(train_line.get_ydata(), [row.get("train_elbo") for row in METRICS])
+
+    flow = toy("flow", flow_steps=2)
+    plots.posterior_comparison(flow, points.x[0], tmp_path / "p.png", grid=30, n_samples=300, rng=0)
+    ax = saved[-1].axes[0]
+    assert len(ax.collections[-1].get_offsets()) == 300
+    assert "% of q's samples lie in p(z|x)'s 99%" in ax.get_title().replace("\n", " ")
