@@ -44,8 +44,11 @@ def _iwae(n):
 
 
 def _vqvae(n):
+    """The lesson: EMA updates keep more of the codebook in use than the codebook loss (quick: perplexity
+    5.7 vs 2.8, 12 vs 3 of 32 codes; full run: 29.4 vs 18.6, 32 vs 30)."""
     for mode in ("loss", "ema"):
         assert 1.0 <= n[f"perplexity_{mode}"] <= n["codebook_size"] + 1e-6
+    assert n["perplexity_ema"] > n["perplexity_loss"] and n["codes_used_ema"] >= n["codes_used_loss"], n
 
 
 def _cvae(n):
@@ -54,7 +57,12 @@ def _cvae(n):
 
 
 def _hvae(n):
+    """ELBO = recon − Σ_t KL_t (each layer's KL ≥ 0, up to sampling noise), and the importance-weighted
+    estimate of −log p(x) lies below −ELBO (the bound is loose; full run: 110.1 vs 116.2)."""
     assert abs(n["recon"] - sum(n["kl_per_layer"]) - n["elbo"]) < 1e-3 * max(1.0, abs(n["elbo"]))
+    assert min(n["kl_per_layer"]) > -0.5, n
+    nll = next(v for k, v in n.items() if k.startswith("test_nll_k"))
+    assert nll <= -n["elbo"] + 0.5, n
 
 
 def _posterior(n):
@@ -73,7 +81,9 @@ def _flow(n):
 
 
 def _autoencoder(n):
-    assert n["ae_code_std"] > 0 and n["vae_sample_distance"] > 0 and n["ae_sample_distance"] > 0
+    """The AE reconstructs better than the VAE but its prior samples land farther from the data (quick:
+    recon 178.6 vs 194.2 nats, sample distance 7.21 vs 5.63)."""
+    assert n["ae_recon_nll"] < n["vae_recon_nll"] and n["ae_sample_distance"] > n["vae_sample_distance"], n
 
 
 def _linear(n):
@@ -82,7 +92,10 @@ def _linear(n):
 
 
 def _attribute(n):
-    assert n["vector_norm"] > 0
+    """Adding the attribute vector turns other digits into the attribute's digit (judged by a classifier)
+    and, for 1s, takes ink away."""
+    judged, ink = n["judged_as_digit_by_alpha"], n["ink_by_alpha"]  # at α = −1, −0.5, 0, 0.5, 1, 1.5, 2
+    assert judged[-1] >= judged[2] + 0.5 and ink[-1] < ink[2], n
 
 
 LESSONS = {
