@@ -128,10 +128,19 @@ def _json_type(value):
     return "nothing" if value is None else type(value).__name__
 
 
+def run_file_names():
+    """The names a run writes: :data:`RUN_FILES` and every registered model's own figures
+    (``Model.figure_names``)."""
+    from tinyvae import models
+
+    return RUN_FILES.union(*(cls.figure_names for cls in models.MODELS.values()))
+
+
 def is_run_file(name):
     """Whether a run writes files called ``name``: the fixed names, and the temporaries its atomic writes
     make of them (``.tmp-`` + 8 random characters + the name; a user's ``.tmp-notes.txt`` is not one)."""
-    return name in RUN_FILES or temporary_of(name, RUN_FILES)
+    names = run_file_names()
+    return name in names or temporary_of(name, names)
 
 
 def foreign_entries(run_dir):

@@ -14,6 +14,7 @@ from tinyvae.models.mixture import MixtureVAE, MixtureVAEConfig
 from tinyvae.models.priors import MarkovChain, Prior, StandardNormal, UniformCodes
 from tinyvae.models.registry import MODELS, register
 from tinyvae.models.vae import VAE, VAEConfig
+from tinyvae.models.vamp import VampConfig, VampPrior, VampVAE
 from tinyvae.models.vqvae import VQVAE, VQVAEConfig
 
 
@@ -55,5 +56,8 @@ __all__ = [
     "VAEConfig",
     "VQVAE",
     "VQVAEConfig",
+    "VampConfig",
+    "VampPrior",
+    "VampVAE",
     "build",
 ]

@@ -257,6 +257,7 @@ class Model(nn.Module):
     has_likelihood_bound = False  # log_weights(x, k, rng) gives importance weights of a bound on log p(x)
     posterior_description = None  # what posterior_sample draws from, e.g. "diagonal Gaussian q(z|x)"
     needs_rng = True  # the loss draws noise, so ``loss`` requires a numpy.random.Generator
+    figure_names = ()  # the files extra_figures writes into a run directory (run files: --overwrite replaces)
     prior = None  # p(z): set in __init__ by every model that has one
 
     def __init__(self, config):

@@ -164,6 +164,7 @@ class VQVAE(Model):
     name = "vqvae"
     config_class = VQVAEConfig
     latent_kind = "discrete"
+    figure_names = ("codebook_usage.png",)
     needs_rng = False  # the loss samples nothing; rng only seeds k-means++ and dead-code restarts
 
     def __init__(self, config):
