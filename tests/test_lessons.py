@@ -55,3 +55,16 @@ def test_the_cvae_at_the_defaults_draws_the_class_it_is_asked_for(tmp_path):
         decoded = model.decode(latents, numpy.full(len(x), label))
         hits.append((classifier.predict(decoded) == label).mean())
     assert numpy.mean(hits) >= 0.85, hits
+
+
+def test_the_vampprior_beats_the_standard_normal_prior_by_a_nat(tmp_path):
+    """`tinyvae train --model vamp` against `--model vae`, both at the defaults (30 epochs, mnist5k): the
+    VampPrior's test NLL (k = 1000 importance samples, 500 test images) is at least 1 nat lower (measured:
+    103.98 vs 105.80 at seed 0; the paper reports 2-3 nats on full MNIST with longer training)."""
+    test = data.load_dataset("mnist5k", "test", pixels="binarized-static")
+    nll = {}
+    for name in ("vamp", "vae"):
+        out = train.run(train.RunConfig(model=name, epochs=30, out=tmp_path / name, plots=False), log=print)
+        model, _ = checkpoint.load_model(str(out / "last.npz"))
+        nll[name] = -evaluate.log_likelihood(model, test.x, k=1000, rng=0).mean()
+    assert nll["vamp"] <= nll["vae"] - 1.0, nll
