@@ -91,6 +91,13 @@ def _linear(n):
     assert n["gap_final"] < n["gap_initial"]  # training the encoder closes the gap
 
 
+def _vamp(n):
+    """The learned prior costs less KL, gives the test codes more density and the test images a higher
+    likelihood than N(0, I) (quick: −log p(x) 195.5 vs 198.0, KL 6.1 vs 10.6, log p(z) −25.0 vs −32.1)."""
+    assert n["nll_vamp"] < n["nll_normal"] and n["kl_vamp"] < n["kl_normal"], n
+    assert n["code_log_prior_vamp"] > n["code_log_prior_normal"], n
+
+
 def _attribute(n):
     """Adding the attribute vector turns other digits into the attribute's digit (judged by a classifier)
     and, for 1s, takes ink away."""
@@ -110,6 +117,7 @@ LESSONS = {
     "autoencoder_baseline": _autoencoder,
     "linear_elbo_gap": _linear,
     "attribute_vector": _attribute,
+    "vamp_prior": _vamp,
 }
 
 
