@@ -92,10 +92,9 @@ def _linear(n):
 
 
 def _vamp(n):
-    """The learned prior costs less KL, gives the test codes more density and the test images a higher
-    likelihood than N(0, I) (quick: −log p(x) 195.5 vs 198.0, KL 6.1 vs 10.6, log p(z) −25.0 vs −32.1)."""
+    """The learned prior costs less KL and gives the test images a higher likelihood than N(0, I) (quick:
+    −log p(x) 195.5 vs 198.0, KL 6.1 vs 10.6; full: 103.98 vs 105.80, KL 24.3 vs 25.7)."""
     assert n["nll_vamp"] < n["nll_normal"] and n["kl_vamp"] < n["kl_normal"], n
-    assert n["code_log_prior_vamp"] > n["code_log_prior_normal"], n
 
 
 def _attribute(n):
