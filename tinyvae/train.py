@@ -464,7 +464,9 @@ class RunConfig:
 
     def model_fields(self, settings, x_dim, n_classes):
         """The generic fields and model options a model's ``config_from_run`` receives."""
-        toy = settings["data"] in data_module().TOY_DATASETS
+        from tinyvae import data
+
+        toy = settings["data"] in data.TOY_DATASETS
         likelihood = self.likelihood or ("gaussian" if toy else "bernoulli")
         fields = {
             "x_dim": int(x_dim),
@@ -503,12 +505,6 @@ class RunConfig:
                 shown = ",".join(map(str, value)) if isinstance(value, list) else value
                 conflicts.append(f"{flag} {shown} (recorded: {found})")
         return conflicts
-
-
-def data_module():
-    from tinyvae import data
-
-    return data
 
 
 def _flag(name):

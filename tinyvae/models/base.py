@@ -501,9 +501,3 @@ def mlp_size_lower_bounds(chains, extra_arrays=(), extra_numbers=0):
     arrays = [size for chain in chains for size in weight_sizes(chain)] + list(extra_arrays)
     widths = [width for chain in chains for width in chain]
     return max(arrays + widths, default=0), sum(arrays) + extra_numbers
-
-
-def standard_normal_log_prob(z):
-    """log N(z; 0, I) summed over the last axis, as a Tensor (what ``priors.StandardNormal.log_prob`` does,
-    kept for code that has no model at hand)."""
-    return F.gaussian_log_prob(z, 0.0, 0.0).sum(axis=-1)
