@@ -207,3 +207,21 @@ def test_small_vae_loss_passes_gradcheck_in_every_parameter(backend):
         return (F.gaussian_kl(mu, logvar) - log_px).mean()
 
     assert tv.gradcheck(negative_elbo, params, name="negative_elbo")
+
+
+def test_state_arrays_are_the_live_buffers_state_dict_copies():
+    """The names of state_arrays are state_dict's (but "steps"); the arrays are the optimiser's own (a check
+    over them copies nothing), while state_dict's are copies with the same values."""
+    import numpy
+
+    import tinyvae as tv
+
+    p = tv.Tensor(numpy.ones(3), requires_grad=True)
+    optimizer = tv.optim.Adam([p], lr=0.1)
+    (p * p).sum().backward()
+    optimizer.step()
+    live = dict(optimizer.state_arrays())
+    saved = optimizer.state_dict()
+    assert set(live) == set(saved) - {"steps"} == {"m.0", "v.0"}
+    assert live["m.0"] is optimizer.m[0] and saved["m.0"] is not optimizer.m[0]
+    numpy.testing.assert_array_equal(saved["v.0"], live["v.0"])

@@ -32,13 +32,19 @@ class Optimizer:
         raise NotImplementedError
 
     # ----- saving and resuming -----
-    def state_dict(self):
-        """{name: array} of the optimiser's state, ready for ``numpy.savez`` (no pickled objects)."""
-        state = {"steps": numpy.asarray(self.steps)}
+    def state_arrays(self):
+        """(name, array) for every buffer of the optimiser's state as it is held (no copy, on the device
+        where it lives): the arrays ``state_dict`` saves, under the same names."""
         for slot, buffers in self._buffers().items():
             for i, buffer in enumerate(buffers):
                 if buffer is not None:
-                    state[f"{slot}.{i}"] = buffer.get() if hasattr(buffer, "get") else buffer.copy()
+                    yield f"{slot}.{i}", buffer
+
+    def state_dict(self):
+        """{name: array} of the optimiser's state, ready for ``numpy.savez`` (no pickled objects)."""
+        state = {"steps": numpy.asarray(self.steps)}
+        for name, buffer in self.state_arrays():
+            state[name] = buffer.get() if hasattr(buffer, "get") else buffer.copy()
         return state
 
     def load_state_dict(self, state):

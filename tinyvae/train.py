@@ -93,18 +93,23 @@ def _diverged(model, epoch, step, result):
     """The error for a non-finite loss, naming the first non-finite term, gradient or parameter."""
     where = f"training diverged at epoch {epoch}, step {step}: the loss is {result.loss.item()}"
     # A non-finite parameter (left by the previous update) is the cause; a non-finite term the symptom.
-    for name, parameter in model.named_parameters():
-        if not numpy.isfinite(parameter.numpy()).all():
-            return TrainingDiverged(f"{where}; the first non-finite parameter is '{name}'")
+    cause = _first_non_finite_parameter(model)
+    if cause is not None:
+        return TrainingDiverged(f"{where}; the first non-finite parameter is '{cause}'")
     for name, value in result.terms.items():
         if not numpy.isfinite(value).all():
             return TrainingDiverged(f"{where}; the first non-finite term is '{name}'")
     return TrainingDiverged(f"{where}; every term and parameter is finite, so look at the input batch")
 
 
+def _all_finite(array):
+    """Whether every element is finite, checked where the array lives (no copy off a GPU)."""
+    return bool(tinyvae.backend.array_module(array).isfinite(array).all())
+
+
 def _first_non_finite_parameter(model):
     for name, parameter in model.named_parameters():
-        if not numpy.isfinite(parameter.numpy()).all():
+        if not _all_finite(parameter.data):
             return name
     return None
 
@@ -227,13 +232,13 @@ def fit(
 
 
 def _non_finite_state(model, optimizer, row):
-    """What is not finite after an epoch (a parameter, an optimiser moment, a test metric), or None."""
-    for name, parameter in model.named_parameters():
-        if not numpy.isfinite(parameter.numpy()).all():
-            return f"parameter '{name}' is not finite"
-    for name, value in optimizer.state_dict().items():
-        value = tinyvae.backend.to_host(value)
-        if isinstance(value, numpy.ndarray) and value.dtype.kind == "f" and not numpy.isfinite(value).all():
+    """What is not finite after an epoch (a parameter, an optimiser moment, a test metric), or None.
+    The optimiser's arrays are read in place: copying them (state_dict) costs an extra pass every epoch."""
+    cause = _first_non_finite_parameter(model)
+    if cause is not None:
+        return f"parameter '{cause}' is not finite"
+    for name, value in optimizer.state_arrays():
+        if value.dtype.kind == "f" and not _all_finite(value):
             return f"optimiser state '{name}' is not finite"
     for key, value in row.items():
         if isinstance(value, float) and not math.isfinite(value):
