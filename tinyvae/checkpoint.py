@@ -68,6 +68,7 @@ __all__ = [
     "save_checkpoint",
     "read_checkpoint",
     "load_model",
+    "load_training_state",
 ]
 
 FORMAT = "tinyvae-checkpoint"
@@ -161,7 +162,14 @@ def load_model(path, expected_model=None, expected_config=None):
     ``expected_config`` (a ModelConfig, or its fields as in a run's ``config.json``) refuses a checkpoint
     of the same model with other settings: the model is built from it, and the message names the first
     array whose shape differs (a latent size of 20 where 10 was expected) and the config fields that do."""
-    meta, model_state, _, model = _load(path, expected_model, expected_config)
+    model, meta, _ = load_training_state(path, expected_model, expected_config)
+    return model, meta
+
+
+def load_training_state(path, expected_model=None, expected_config=None):
+    """What :func:`load_model` returns, and the optimiser's state from the same single read (checked against
+    the same model): ``(model, meta, optimizer_state)``. Resuming a run needs all three."""
+    meta, model_state, optimizer_state, model = _load(path, expected_model, expected_config)
     try:  # the names, shapes and dtypes are checked already; this guards a model's own extra rules
         model.load_state_dict(model_state)
     except (KeyError, ValueError, TypeError) as error:
@@ -169,7 +177,7 @@ def load_model(path, expected_model=None, expected_config=None):
     steps = meta.get("model_steps")
     if steps is not None:
         model.training_steps = steps
-    return model, meta
+    return model, meta, optimizer_state
 
 
 def _load(path, expected_model=None, expected_config=None):

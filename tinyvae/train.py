@@ -37,7 +37,7 @@ from tinyvae.autodiff import no_grad
 from tinyvae.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
-    load_model,
+    load_training_state,
     read_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
@@ -305,8 +305,7 @@ def resume(run_dir, optimizer_factory, expected_model=None, expected_config=None
     ``expected_config`` (a config or its dict) one of other dimensions or settings.
     A checkpoint that cannot continue a run (no optimiser state, no RNG state) is a CheckpointError."""
     path = os.path.join(run_dir, "last.npz")
-    model, meta = load_model(path, expected_model=expected_model, expected_config=expected_config)
-    _, _, optimizer_state = read_checkpoint(path)
+    model, meta, optimizer_state = load_training_state(path, expected_model, expected_config)
     missing = [key for key in ("epoch", "rng", "history") if key not in meta]
     if missing or not optimizer_state:
         what = ", ".join(missing + ([] if optimizer_state else ["optimizer state"]))
