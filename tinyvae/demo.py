@@ -13,7 +13,6 @@ Without ``--out`` the run goes to a temporary folder that is removed at the end.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import pathlib
@@ -58,13 +57,13 @@ def main(argv=None):
         out = args.out or str(pathlib.Path(scratch) / "ring")
         config = train.RunConfig(
             model="vae", data="ring", limit=POINTS, epochs=args.epochs, lr=args.lr, seed=args.seed, out=out,
-            model_options=DECODER, progress=False,
+            model_options=DECODER, progress=False, plots=args.out is not None,
         )  # fmt: skip
         try:
             config.validate()
         except train.RunConfigError as error:
             parser.error(str(error))
-        train.run(dataclasses.replace(config, plots=args.out is not None))
+        train.run(config)
         rows = [json.loads(line) for line in (pathlib.Path(out) / "metrics.jsonl").read_text().splitlines()]
     history = [-row["train_elbo"] for row in rows]  # the negative ELBO per epoch, nats per point
     points = data.load_dataset("ring", "train", n=POINTS).x

@@ -136,33 +136,35 @@ def run_file_names():
     return RUN_FILES.union(*(cls.figure_names for cls in models.MODELS.values()))
 
 
-def is_run_file(name):
+def is_run_file(name, names=None):
     """Whether a run writes files called ``name``: the fixed names, and the temporaries its atomic writes
-    make of them (``.tmp-`` + 8 random characters + the name; a user's ``.tmp-notes.txt`` is not one)."""
-    names = run_file_names()
+    make of them (``.tmp-`` + 8 random characters + the name; a user's ``.tmp-notes.txt`` is not one).
+    ``names``: :func:`run_file_names`, when a caller asks about a whole folder (it is looked up once)."""
+    names = run_file_names() if names is None else names
     return name in names or temporary_of(name, names)
 
 
 def foreign_entries(run_dir):
     """The entries of ``run_dir`` a run never writes (unknown files, sub-folders, links), sorted, each
     with what makes it foreign where its name alone does not say."""
-    foreign = []
+    foreign, names = [], run_file_names()
     for entry in sorted(os.scandir(run_dir), key=lambda e: e.name):
         if entry.is_symlink():
             foreign.append(f"{entry.name} (a symbolic link)")
         elif entry.is_dir(follow_symlinks=False):
             foreign.append(entry.name + "/")
-        elif not is_run_file(entry.name) or not entry.is_file(follow_symlinks=False):
+        elif not is_run_file(entry.name, names) or not entry.is_file(follow_symlinks=False):
             foreign.append(entry.name)
     return foreign
 
 
 def run_files(run_dir):
     """The run files in ``run_dir`` that a new run replaces (all but the lock)."""
+    names = run_file_names()
     return sorted(
         entry.name
         for entry in os.scandir(run_dir)
-        if entry.name != LOCK_NAME and is_run_file(entry.name) and entry.is_file(follow_symlinks=False)
+        if entry.name != LOCK_NAME and is_run_file(entry.name, names) and entry.is_file(follow_symlinks=False)
     )
 
 
@@ -208,8 +210,9 @@ def drop_set_aside(run_dir):
     there: :func:`set_aside_run_files` moved nothing else."""
     aside = os.path.join(run_dir, REPLACED_NAME)
     if os.path.isdir(aside):
+        names = run_file_names()
         for name in os.listdir(aside):
-            if is_run_file(name):
+            if is_run_file(name, names):
                 os.unlink(os.path.join(aside, name))
         os.rmdir(aside)
 
