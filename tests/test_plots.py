@@ -464,11 +464,19 @@ def test_training_curves_show_every_vq_term_and_keep_later_epochs_readable():
     losses = numpy.array(
         [3364.0, 2275.0, 349.0, 210.0, 195.0, 206.0, 194.0, 219.0, 270.0, 316.0, 350.0, 354.0]
     )
-    assert plots._zoom_past_first_epoch(ax, [losses]) == " (log scale)" and ax.get_yscale() == "log"
+    assert (
+        plots._log_scale_if_early_epochs_dwarf_the_rest(ax, [losses]) == " (log scale)"
+        and ax.get_yscale() == "log"
+    )
     ax = figures.new_figure(3, 3).add_subplot()
-    assert plots._zoom_past_first_epoch(ax, [-losses]) == "" and ax.get_yscale() == "linear"
+    assert (
+        plots._log_scale_if_early_epochs_dwarf_the_rest(ax, [-losses]) == "" and ax.get_yscale() == "linear"
+    )
     ax = figures.new_figure(3, 3).add_subplot()
-    assert plots._zoom_past_first_epoch(ax, [losses[4:]]) == "" and ax.get_yscale() == "linear"
+    assert (
+        plots._log_scale_if_early_epochs_dwarf_the_rest(ax, [losses[4:]]) == ""
+        and ax.get_yscale() == "linear"
+    )
 
 
 def test_coverage_of_the_99_percent_region_is_99_percent_for_samples_of_the_density_itself():

@@ -12,6 +12,7 @@ import io
 import pathlib
 import textwrap
 
+import numpy
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -25,6 +26,17 @@ def new_figure(width, height):
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
+
+
+def mosaic(images, rows, cols, image_shape, pad=1):
+    """Tile rows of flat images (n, H·W) into one (rows·(H+pad) − pad, cols·(W+pad) − pad) array, row-major,
+    with white (1.0) separators and blank (white) tiles where n < rows·cols."""
+    h, w = image_shape
+    canvas = numpy.ones((rows * (h + pad) - pad, cols * (w + pad) - pad))
+    for i, image in enumerate(numpy.clip(images, 0.0, 1.0)):
+        r, c = divmod(i, cols)
+        canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = image.reshape(h, w)
+    return canvas
 
 
 def wrap_titles(figure):

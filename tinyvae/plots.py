@@ -90,15 +90,7 @@ def _check_image_shape(function, model, image_shape):
     return image_shape
 
 
-def _mosaic(images, rows, cols, image_shape, pad=1):
-    """Tile rows of flat images (n, H·W) into one (rows·(H+pad) − pad, cols·(W+pad) − pad) array, row-major,
-    with white (1.0) separators and blank (white) tiles where n < rows·cols."""
-    h, w = image_shape
-    canvas = numpy.ones((rows * (h + pad) - pad, cols * (w + pad) - pad))
-    for i, image in enumerate(numpy.clip(images, 0.0, 1.0)):
-        r, c = divmod(i, cols)
-        canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = image.reshape(h, w)
-    return canvas
+_mosaic = figures.mosaic  # module-level, so the tests can capture what every figure tiles
 
 
 def _show_mosaic(ax, canvas, image_shape, row_labels=None, col_labels=None, pad=1):
@@ -352,7 +344,9 @@ def training_curves(rows, path):
             colour = f"C{j // 2}" if len(lines) > 2 else {"train": "tab:blue", "test": "tab:orange"}[split]
             linestyle = "-" if split == "train" else "--"
             ax.plot(epochs, values, color=colour, linestyle=linestyle, marker="o", markersize=3, label=label)
-        ax.set_title(title + _zoom_past_first_epoch(ax, [values for _, _, values in lines]))
+        ax.set_title(
+            title + _log_scale_if_early_epochs_dwarf_the_rest(ax, [values for _, _, values in lines])
+        )
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
         ax.legend(loc="best")
@@ -362,7 +356,7 @@ def training_curves(rows, path):
     return _save(figure, path)
 
 
-def _zoom_past_first_epoch(ax, series):
+def _log_scale_if_early_epochs_dwarf_the_rest(ax, series):
     """When the early epochs' values dwarf the rest (an untrained VQ-VAE's loss of thousands beside a
     converged 170 flattens every later change into a line) and every value is positive, draw the axis in
     log scale; returns a note for the title ("" when the axis is left linear)."""

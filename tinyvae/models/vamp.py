@@ -120,12 +120,7 @@ class VampVAE(VAE):
         images = self.prior.pseudo_inputs().numpy()[:64]
         cols = 8
         rows = math.ceil(len(images) / cols)
-        canvas = numpy.ones((rows * (side + 1) - 1, cols * (side + 1) - 1))
-        for i, image in enumerate(images):
-            r, c = divmod(i, cols)
-            canvas[r * (side + 1) : r * (side + 1) + side, c * (side + 1) : c * (side + 1) + side] = (
-                image.reshape(side, side)
-            )
+        canvas = figures.mosaic(images, rows, cols, (side, side))
         figure = figures.new_figure(0.5 * cols + 1, 0.5 * rows + 1)
         ax = figure.add_subplot()
         ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
