@@ -73,6 +73,9 @@ CASES = [
     ("soft_clamp", lambda x: ops.soft_clamp(x, -1.0, 1.0), [(3, 4)], False),
     ("bernoulli_log_prob", ops.bernoulli_log_prob, [(2, 3), (2, 3)], False),
     ("vector_quantize", lambda z: ops.vector_quantize(z, _CODEBOOK)[0], [(4, 2)], False),
+    ("embedding-repeated", lambda t: ops.embedding(t, _INDEX), [(3, 2)], False),
+    ("layer_norm", ops.layer_norm, [(2, 3, 4), (4,), (4,)], False),
+    ("causal_attention", ops.causal_attention, [(2, 3, 2), (2, 3, 2), (2, 3, 2)], False),
 ]
 
 

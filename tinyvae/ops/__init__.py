@@ -3,6 +3,7 @@
 ``__all__`` below is the list of public functions; :mod:`tinyvae.functional` (``F``) exports the same list.
 """
 
+from tinyvae.ops.attention import causal_attention, embedding, layer_norm
 from tinyvae.ops.elementwise import (
     add,
     div,
@@ -30,13 +31,16 @@ __all__ = [
     "add",
     "bernoulli_log_prob",
     "broadcast_to",
+    "causal_attention",
     "clamp_logvar",
     "concatenate",
     "div",
+    "embedding",
     "exp",
     "gaussian_kl",
     "gaussian_log_prob",
     "getitem",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "log",
