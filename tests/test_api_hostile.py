@@ -213,7 +213,7 @@ def test_reducing_a_nonempty_axis_of_an_empty_array_still_works():
 # ---------------------------------------------------------------------------------------------------------
 # model.loss arguments
 
-TINY = {"hvae": {"z_dims": (2, 2)}, "linear": {"hidden": ()}}
+TINY = {"hvae": {"z_dims": (2, 2)}, "linear": {"hidden": ()}, "diffusion": {"z_dim": None, "steps": 10}}
 X = numpy.full((2, 4), 0.5)
 
 

@@ -543,6 +543,8 @@ def every_model():
             fields.update(hidden=(), likelihood="gaussian")
         if name == "hvae":
             fields = {"x_dim": 6, "z_dims": (3, 2), "hidden": (5,)}
+        if name == "diffusion":
+            fields.update(z_dim=None, steps=10)
         yield cls(cls.config_class(**fields))
     yield vq_model()
 

@@ -104,6 +104,15 @@ def _attribute(n):
     assert judged[-1] >= judged[2] + 0.5 and ink[-1] < ink[2], n
 
 
+def _diffusion(n):
+    """The diffusion model's samples sit closer to the data than the VAE's decoder means (quick: 37× vs 55×
+    the held-out distance; full size 1.4× vs 18×), and its ELBO summed from Luo's three terms agrees with
+    the joint form E_q[log p(x_0:T) − log q(x_1:T | x_0)] within 5 standard errors of the latter (whose
+    error dominates: the decomposed terms are Rao-Blackwellised)."""
+    assert n["distance_ratio_diffusion"] < n["distance_ratio_vae"], n
+    assert abs(n["elbo"] - n["elbo_joint_form"]) <= 5 * n["elbo_joint_form_error"], n
+
+
 LESSONS = {
     "vae_mnist": _vae_mnist,
     "beta_vae": _beta_vae,
@@ -117,6 +126,7 @@ LESSONS = {
     "linear_elbo_gap": _linear,
     "attribute_vector": _attribute,
     "vamp_prior": _vamp,
+    "diffusion": _diffusion,
 }
 
 

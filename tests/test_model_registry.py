@@ -126,6 +126,7 @@ def test_every_model_declares_a_prior_and_capabilities_that_hold(name):
         "cvae": {"n_classes": 3},
         "hvae": {"z_dims": (2, 1)},
         "linear": {"hidden": (), "likelihood": "gaussian"},
+        "diffusion": {"z_dim": None, "steps": 10},
     }
     model = models.build(name, **{**fields, **extra.get(name, {})})
     rng = numpy.random.default_rng(0)

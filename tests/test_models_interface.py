@@ -11,7 +11,12 @@ X_DIM, BATCH = 6, 5
 def small(name, **overrides):
     """A tiny instance of model ``name`` (fields adapted to what each model requires)."""
     fields = {"x_dim": X_DIM, "z_dim": 2, "hidden": (4,), "seed": 0}
-    fields.update({"hvae": {"z_dims": (2, 1)}, "cvae": {"n_classes": 3}}.get(name, {}))
+    per_model = {
+        "hvae": {"z_dims": (2, 1)},
+        "cvae": {"n_classes": 3},
+        "diffusion": {"z_dim": None, "steps": 20},
+    }
+    fields.update(per_model.get(name, {}))
     if name == "linear":
         fields.update(hidden=(), likelihood="gaussian")
     fields.update(overrides)

@@ -164,8 +164,9 @@ def report(model, x, k=1000, rng=None, y=None):
     """Every diagnostic that applies to ``model`` on the examples x, as JSON-able numbers (what ``tinyvae
     evaluate`` prints and saves): ``nll_k{k}`` where the model has a likelihood bound, the active units and
     latent variances, per-dimension KL and I(x; z) where the posterior is a diagonal Gaussian against
-    N(0, I), and whatever the model adds itself (``model.extra_metrics``: the VQ-VAE's perplexity, the
-    hierarchical VAE's per-layer KL)."""
+    N(0, I), ``elbo`` and ``elbo_terms`` (nats per example) where the model splits its bound into terms
+    (``model.elbo_terms``: the diffusion model, the hierarchical VAE), and whatever the model adds itself
+    (``model.extra_metrics``: the VQ-VAE's perplexity, the hierarchical VAE's per-layer KL)."""
     rng = as_generator(rng)
     values = {}
     if model.has_likelihood_bound:
@@ -179,6 +180,10 @@ def report(model, x, k=1000, rng=None, y=None):
         # The estimator cannot exceed log N (see mutual_information): near it, the number says "at least".
         ceiling = values["mutual_information_ceiling"] = math.log(len(x))
         values["mutual_information_saturated"] = values["mutual_information"] >= MI_SATURATION * ceiling
+    terms = model.elbo_terms(x, rng, y=y)
+    if terms is not None:  # the bound split into its terms; they sum to it by construction
+        values["elbo_terms"] = {name: float(numpy.mean(value)) for name, value in terms.items()}
+        values["elbo"] = float(numpy.mean(sum(terms.values())))
     values.update(model.extra_metrics(x, y))
     return values
 

@@ -364,7 +364,9 @@ class RunConfig:
     lr: float | None = _flag_field("Adam learning rate (default 1e-3)")
     seed: int | None = _flag_field("seeds the weights, shuffling and noise (default 0)")
     latent_dim: int | None = _flag_field("latent dimensions (default 20; 2 for 2-D toys)")
-    hidden: tuple | None = _flag_field("hidden layer sizes, e.g. 400 or 512,256 (default 400; 64,64 on toys)")
+    hidden: tuple | None = _flag_field(
+        "hidden layer sizes, e.g. 400 or 512,256 (default 400; 64,64 on toys; or the model's own)"
+    )
     likelihood: str | None = _flag_field("decoder (default by dataset: gaussian on the 2-D toys)")
     pixels: str | None = _flag_field("pixel mode of the training split (default by likelihood)")
     # The model's own config fields, e.g. {"beta": 4.0}: on the command line, one flag each (--beta 4).
@@ -468,14 +470,16 @@ class RunConfig:
 
     def model_fields(self, settings, x_dim, n_classes):
         """The generic fields and model options a model's ``config_from_run`` receives."""
-        from tinyvae import data
+        from tinyvae import data, models
 
         toy = settings["data"] in data.TOY_DATASETS
         likelihood = self.likelihood or ("gaussian" if toy else "bernoulli")
+        defaults = dict(models.MODELS[settings["model"]].run_defaults(toy))
+        hidden = defaults.pop("hidden")
         fields = {
             "x_dim": int(x_dim),
             "z_dim": self.latent_dim or (2 if toy else 20),
-            "hidden": tuple(self.hidden) if self.hidden else ((64, 64) if toy else (400,)),
+            "hidden": tuple(self.hidden) if self.hidden else tuple(hidden),
             "likelihood": likelihood,
             "seed": settings["seed"],
             "n_classes": int(n_classes),
@@ -484,6 +488,7 @@ class RunConfig:
             fields["gaussian_logvar"] = (
                 None  # learn the decoder's variance: a fixed σ = 1 would blur everything
             )
+        fields.update(defaults)
         fields.update(self.model_options)
         return fields
 

@@ -6,6 +6,7 @@ from tinyvae.models.ae import AE, AEConfig
 from tinyvae.models.base import LossResult, Model, ModelConfig
 from tinyvae.models.beta_vae import BetaVAE, BetaVAEConfig
 from tinyvae.models.cvae import CVAE, CVAEConfig
+from tinyvae.models.diffusion import Diffusion, DiffusionConfig
 from tinyvae.models.flow import FlowVAE, FlowVAEConfig
 from tinyvae.models.hvae import HVAE, HVAEConfig
 from tinyvae.models.iwae import IWAE, IWAEConfig
@@ -33,6 +34,8 @@ __all__ = [
     "BetaVAEConfig",
     "CVAE",
     "CVAEConfig",
+    "Diffusion",
+    "DiffusionConfig",
     "FlowVAE",
     "FlowVAEConfig",
     "HVAE",

@@ -427,6 +427,13 @@ class Model(nn.Module):
         the samples by part."""
         return self.posterior_sample(x, n, rng, y), None
 
+    def elbo_terms(self, x, rng, y=None):
+        """The ELBO on the examples x split into its named terms, or None for a model that does not split it:
+        {name: per-example array} in nats, each term's contribution to the bound (a KL with its minus sign),
+        so that the terms sum to the ELBO. ``tinyvae evaluate`` reports them (the diffusion model's
+        reconstruction, prior and denoising matching; the hierarchical VAE's per-layer KLs)."""
+        return None
+
     # ----- hooks for training, evaluation and figures (defaults: nothing extra) -----
     def start_epoch(self):
         """Called by the trainer before each training epoch (the VQ-VAE restarts its usage counts)."""
@@ -444,6 +451,13 @@ class Model(nn.Module):
         return []
 
     # ----- building from a run's settings, sizes -----
+    @classmethod
+    def run_defaults(cls, toy):
+        """What a new run uses for the settings its command line left unset: ``hidden`` (the layer sizes)
+        and any of this model's own options, for 2-D toy data (``toy``) or images. An option the run sets
+        overrides its default here."""
+        return {"hidden": (64, 64) if toy else (400,)}
+
     @classmethod
     def config_from_run(cls, fields):
         """The config for a run: ``fields`` holds the run's generic settings (x_dim, z_dim, hidden,

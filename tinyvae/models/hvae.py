@@ -219,18 +219,27 @@ class HVAE(Model):
         return weight
 
     # ----- what this model adds to evaluation, and how a run configures it -----
-    def extra_metrics(self, x, y=None):
-        """The mean KL of each layer, ``kl_1`` … ``kl_T`` in nats, on x (one sample of the chain, a fixed
-        seed): where the hierarchy puts its information, and which layers collapsed to the prior."""
+    def _evaluated_loss(self, x, rng):
         was_training = self.training
         self.eval()
         try:
             with no_grad():
-                result = self.loss(x, numpy.random.default_rng(0))
+                return self.loss(x, rng)
         finally:
             self.train(was_training)
-        terms = result.terms.items()
+
+    def extra_metrics(self, x, y=None):
+        """The mean KL of each layer, ``kl_1`` … ``kl_T`` in nats, on x (one sample of the chain, a fixed
+        seed): where the hierarchy puts its information, and which layers collapsed to the prior."""
+        terms = self._evaluated_loss(x, numpy.random.default_rng(0)).terms.items()
         return {name: float(numpy.mean(value)) for name, value in terms if name.startswith("kl_")}
+
+    def elbo_terms(self, x, rng, y=None):
+        """{"reconstruction": E_q log p(x|z_1), "kl_1": −KL_1, …, "kl_T": −KL_T} per example (Luo eq. 8, one
+        sample of the chain): the terms of the bound with their signs, summing to the loss's ELBO."""
+        result = self._evaluated_loss(x, rng)
+        kls = {name: -value for name, value in result.terms.items() if name.startswith("kl_")}
+        return {"reconstruction": result.terms["recon"], **kls}
 
     @classmethod
     def config_from_run(cls, fields):
