@@ -185,14 +185,49 @@ def test_bernoulli_end_is_the_discretised_last_step():
     assert PROBIT_TO_LOGIT == pytest.approx(1.702)
 
 
+def test_pixelwise_denoiser_is_the_posterior_mean_of_independent_binary_pixels():
+    """For x_0,i = ±1 with P(+1) = sigmoid(2 b_i), Bayes' rule with the two likelihoods N(x_t; ±√ᾱ_t, 1 − ᾱ_t)
+    gives E[x_0,i | x_t,i]; the pixel-wise term is (x_t − √ᾱ_t E[x_0 | x_t]) / √(1 − ᾱ_t), float64, at steps
+    from 1 (a near-certain sign) to T (near-pure noise)."""
+    model = small(steps=100, likelihood="bernoulli", x_dim=3)
+    model.pixel_logits.data[...] = [-1.0, 0.0, 0.7]
+    rng = numpy.random.default_rng(17)
+    t = numpy.array([1, 2, 10, 50, 100])
+    x_t = rng.normal(size=(len(t), 3))
+    ab = model.schedule.alpha_bar[t][:, None]
+    prior_plus = 1 / (1 + numpy.exp(-2 * model.pixel_logits.numpy()))
+    log_plus = numpy.log(prior_plus) - (x_t - numpy.sqrt(ab)) ** 2 / (2 * (1 - ab))
+    log_minus = numpy.log(1 - prior_plus) - (x_t + numpy.sqrt(ab)) ** 2 / (2 * (1 - ab))
+    posterior_plus = 0.5 * (1 + numpy.tanh(0.5 * (log_plus - log_minus)))  # sigmoid, without overflow
+    expected = (x_t - numpy.sqrt(ab) * (2 * posterior_plus - 1)) / numpy.sqrt(1 - ab)
+    got = model.pixelwise_noise(Tensor(x_t), t).numpy()
+    numpy.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_the_network_is_added_to_the_pixelwise_denoiser_on_binary_pixels_only(monkeypatch):
+    x_t, t = Tensor(numpy.full((2, 3), 0.5)), numpy.array([2, 4])
+    binary, real = small(likelihood="bernoulli", x_dim=3), small(likelihood="gaussian", x_dim=3)
+    numpy.testing.assert_allclose(
+        binary.predict_noise(x_t, t).numpy(),
+        binary.noise_predictor(x_t, t).numpy() + binary.pixelwise_noise(x_t, t).numpy(),
+    )
+    numpy.testing.assert_array_equal(real.predict_noise(x_t, t).numpy(), real.noise_predictor(x_t, t).numpy())
+    assert not hasattr(real, "pixel_logits")
+
+
 # ----- gradients -----
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 @pytest.mark.parametrize("objective", ["simple", "elbo"])
-def test_gradients_of_the_objective_match_finite_differences(objective):
+def test_gradients_of_the_objective_match_finite_differences(objective, likelihood):
     """Every parameter of ε_θ, float64, the noise held fixed (a fresh Generator with the same seed in
     each evaluation); tanh hidden units, so the function is smooth. Tolerance: gradcheck's default
     rtol 1e-5, far above float64 rounding at these scales."""
-    model = small(steps=5, objective=objective, schedule="linear", beta_start=0.05, beta_end=0.3)
+    model = small(
+        steps=5, objective=objective, likelihood=likelihood, schedule="linear", beta_start=0.05, beta_end=0.3
+    )
     x = numpy.random.default_rng(10).normal(size=(6, 2))
+    if likelihood == "bernoulli":
+        x = (x > 0).astype(float)
     for name, parameter in model.named_parameters():
         assert tv.gradcheck(
             lambda p: model.loss(x, numpy.random.default_rng(11)).loss, [parameter], name=f"diffusion {name}"
@@ -276,7 +311,11 @@ def test_evaluate_report_gives_the_elbo_and_terms_that_sum_to_it():
 
 
 def test_run_defaults_choose_a_deeper_network_on_toys():
-    assert Diffusion.run_defaults(toy=True) == {"hidden": (256, 256, 256), "steps_per_example": 32}
+    assert Diffusion.run_defaults(toy=True) == {
+        "hidden": (256, 256, 256),
+        "steps_per_example": 32,
+        "schedule": "cosine",
+    }
     assert Diffusion.run_defaults(toy=False) == {"hidden": (512, 512)}
     assert models.VAE.run_defaults(toy=True) == {"hidden": (64, 64)}
 
@@ -306,3 +345,54 @@ def test_command_line_trains_evaluates_and_draws_the_chain(tmp_path):
     assert cli.main(["train", *common, *args]) == 0
     chain = matplotlib.image.imread(digits / "diffusion_chain.png")
     assert chain.std() > 0.01 and chain.shape[:2] == (580, 700)  # 8 chains of digits × 10 steps, 100 dpi
+
+
+# ----- the moving average of the weights -----
+def test_training_updates_the_average_and_sampling_uses_it():
+    """Each training loss moves the average towards θ by 1 − d, d = min(weight_average, (1 + k)/(10 + k));
+    decode, sampling and test metrics (eval mode) run with the average, the training loss with θ, which is
+    put back afterwards."""
+    model = small(weight_average=0.5)
+    name, parameter = next(iter(model.named_parameters()))
+    before = model.average[name].copy()
+    parameter.data += 1.0  # an optimiser step
+    model.training_steps = 20  # past the warm-up: d = min(0.5, 21/30) = 0.5
+    x = numpy.random.default_rng(18).normal(size=(4, 2))
+    model.loss(x, numpy.random.default_rng(0))
+    numpy.testing.assert_allclose(model.average[name], 0.5 * before + 0.5 * (before + 1.0), rtol=1e-12)
+    z = numpy.random.default_rng(19).normal(size=(3, 2))
+    trained = model.decode(z)
+    with model.averaged_weights():
+        averaged = Diffusion.decode_logits(model, Tensor(z)).numpy()
+    numpy.testing.assert_allclose(trained, averaged, rtol=1e-12)  # decode ran with the average
+    numpy.testing.assert_array_equal(parameter.numpy(), before + 1.0)  # θ is back
+    model.eval()
+    with model.averaged_weights():
+        expected = model.loss(x, numpy.random.default_rng(1)).elbo
+    numpy.testing.assert_allclose(model.loss(x, numpy.random.default_rng(1)).elbo, expected, rtol=1e-12)
+
+
+def test_without_weight_averaging_the_trained_weights_sample():
+    model = small(weight_average=0.0)
+    name, parameter = next(iter(model.named_parameters()))
+    parameter.data += 1.0
+    z = numpy.random.default_rng(20).normal(size=(3, 2))
+    numpy.testing.assert_allclose(model.decode(z), Diffusion.decode_logits(model, Tensor(z)).numpy())
+
+
+def test_the_average_is_saved_and_loaded(tmp_path):
+    from tinyvae import checkpoint
+
+    model = small(weight_average=0.9)
+    for _, p in model.named_parameters():
+        p.data += 0.25
+    model.loss(numpy.ones((2, 2)), numpy.random.default_rng(0))
+    path = str(tmp_path / "d.npz")
+    checkpoint.save_checkpoint(path, model, tv.optim.Adam(model.parameters()), epoch=1)
+    loaded, _ = checkpoint.load_model(path)
+    for name, average in model.average.items():
+        numpy.testing.assert_array_equal(loaded.average[name], average)
+    state = model.state_dict()
+    del state[f"average.{name}"]
+    with pytest.raises(KeyError, match="missing keys"):
+        small(weight_average=0.9).load_state_dict(state)

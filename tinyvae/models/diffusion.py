@@ -57,6 +57,7 @@ Ho et al. Algorithm 2).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -89,7 +90,7 @@ OBJECTIVES = ("simple", "elbo")
 @dataclasses.dataclass
 class DiffusionConfig(ModelConfig):
     steps: int = 1000  # T, the depth of the chain (Ho et al. 2020 use 1000)
-    schedule: str = "cosine"  # β_t: "linear" from beta_start to beta_end (Ho et al.), or "cosine" (Nichol
+    schedule: str = "linear"  # β_t: "linear" from beta_start to beta_end (Ho et al.), or "cosine" (Nichol
     # & Dhariwal 2021, ᾱ_t = cos²((t/T + 0.008)/1.008 · π/2), which destroys information more evenly)
     beta_start: float = 1e-4  # β_1 of the linear schedule; also σ_1², the variance of the last reverse step
     beta_end: float = 0.02  # β_T of the linear schedule
@@ -97,6 +98,10 @@ class DiffusionConfig(ModelConfig):
     # Steps t drawn for each example in one loss call (each with its own noise): more training signal per
     # pass over the data for the price of a larger batch through ε_θ.
     steps_per_example: int = 1
+    # Sampling and evaluation use an exponential moving average of ε_θ's weights with this decay (Ho et al.
+    # 2020 App. B use 0.9999 over 800k steps; 0.999 here, for runs of a few thousand), 0 to use the weights
+    # as trained. Without it the last epoch's weights, a noisy point of Adam's walk, decide the samples.
+    weight_average: float = 0.999
     time_features: int = 32  # sinusoidal features of t that every hidden layer of ε_θ reads (even)
     z_dim: int | None = None  # every latent x_t has the data's size: left None it is set to x_dim
 
@@ -124,6 +129,9 @@ class DiffusionConfig(ModelConfig):
                 f"{self.beta_start!r} and beta_end={self.beta_end!r}"
             )
         check_integer(self, "steps_per_example", 1)
+        check_number(self, "weight_average", low=0)
+        if not self.weight_average < 1:
+            raise ValueError(f"{name}: weight_average must be in [0, 1), got {self.weight_average!r}")
         check_integer(self, "time_features", 2)
         if self.time_features % 2:
             raise ValueError(
@@ -221,7 +229,7 @@ class ReverseChain(Prior):
         model, schedule = self.model, self.model.schedule
         x = self.top.sample(n, rng).astype(numpy.float64)  # (n, D)
         kept = {schedule.steps: x.copy()} if schedule.steps in keep else {}
-        with no_grad():
+        with no_grad(), model.averaged_weights():
             for t in range(schedule.steps, 1, -1):
                 mean = model.reverse_mean(Tensor(x.astype(model.dtype)), numpy.full(n, t)).numpy()
                 x = mean + math.sqrt(schedule.sigma2[t]) * rng.standard_normal(x.shape)  # x_{t−1}
@@ -250,6 +258,11 @@ class Diffusion(Model):
         self.noise_predictor = NoisePredictor(
             config.x_dim, config.hidden, config.time_features, config.activation, rng, config.dtype
         )
+        if config.likelihood == "bernoulli":  # b_i of the pixel-wise denoiser (see predict_noise)
+            self.pixel_logits = nn.Parameter(numpy.zeros(config.x_dim, dtype=config.dtype))
+        # The moving average of the weights (plain arrays, so the optimiser never sees them).
+        self.average = {name: p.numpy().copy() for name, p in self.named_parameters()}
+        self._averaged = False
         # The last step's variance σ_1² = β_1 is the Gaussian decoder's fixed variance (module docstring).
         last_step = dataclasses.replace(config, gaussian_logvar=math.log(self.schedule.sigma2[1]))
         self.likelihood = DecoderLikelihood(last_step)
@@ -273,11 +286,71 @@ class Diffusion(Model):
         return mean, numpy.log(s.posterior_variance[t])[:, None].astype(self.dtype)
 
     # ----- the reverse (decoder) chain, learned -----
+    # ----- the moving average of the weights -----
+    def update_average(self):
+        """avg ← d · avg + (1 − d) · θ with d = min(weight_average, (1 + k) / (10 + k)) at training step k:
+        a short memory early on, when θ moves fast, then the configured one (the warm-up of TensorFlow's
+        ExponentialMovingAverage with num_updates). Called by each training loss, so it sees θ after the
+        previous optimiser step."""
+        k = self.training_steps
+        decay = min(self.config.weight_average, (1.0 + k) / (10.0 + k))
+        for name, p in self.named_parameters():
+            average = self.average[name]
+            average *= decay
+            average += (1.0 - decay) * p.numpy()
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Run the block with the averaged weights in place of θ (no-op when weight_average is 0 or already
+        inside); θ is put back afterwards, even on an error."""
+        if self._averaged or self.config.weight_average == 0:
+            yield
+            return
+        parameters = dict(self.named_parameters())
+        trained = {name: p.data for name, p in parameters.items()}
+        for name, p in parameters.items():
+            p.data = p.xp.asarray(self.average[name])
+        self._averaged = True
+        try:
+            yield
+        finally:
+            for name, p in parameters.items():
+                p.data = trained[name]
+            self._averaged = False
+
+    def decode(self, z, y=None):
+        with self.averaged_weights():
+            return super().decode(z, y)
+
+    def predict_noise(self, x_t, t):
+        """ε_θ(x_t, t): the network's output, plus on binary pixels the pixel-wise Tweedie denoiser below."""
+        eps_hat = self.noise_predictor(x_t, t)
+        if self.config.likelihood == "bernoulli":
+            eps_hat = eps_hat + self.pixelwise_noise(x_t, t)
+        return eps_hat
+
+    def pixelwise_noise(self, x_t, t):
+        """The optimal ε for pixels that were independent ±1 with P(x_0,i = 1) = sigmoid(2 b_i): by Tweedie's
+        formula (Luo eq. 133) the posterior mean is E[x_0,i | x_t,i] = tanh(√ᾱ_t x_t,i / (1 − ᾱ_t) + b_i), so
+
+            ε_i = (x_t,i − √ᾱ_t tanh(√ᾱ_t x_t,i / (1 − ᾱ_t) + b_i)) / √(1 − ᾱ_t),
+
+        a steep sawtooth in x_t,i at small t (slope 1/√(1 − ᾱ_t), 100 at t = 1) that an MLP narrower than the
+        image cannot copy pixel by pixel: without it the first 50 steps alone cost ~2,000 nats of the MNIST
+        bound (benchmarks/RESULTS.md, "Diffusion"). The network then learns what the pixels say about each
+        other; b (one logit per pixel) is learned with it."""
+        ab = self.schedule.alpha_bar[t][:, None]  # (B, 1), float64
+        gain = (numpy.sqrt(ab) / (1.0 - ab)).astype(self.dtype)
+        mean_x0 = F.tanh(x_t * gain + self.pixel_logits)  # (B, D): E[x_0 | x_t] pixel by pixel
+        return (x_t - mean_x0 * numpy.sqrt(ab).astype(self.dtype)) * (1.0 / numpy.sqrt(1.0 - ab)).astype(
+            self.dtype
+        )
+
     def reverse_mean(self, x_t, t, eps_hat=None):
         """μ_θ(x_t, t) = (x_t − β_t / √(1 − ᾱ_t) ε_θ(x_t, t)) / √α_t (Ho et al. eq. 11), a Tensor (B, D)."""
         s = self.schedule
         if eps_hat is None:
-            eps_hat = self.noise_predictor(x_t, t)
+            eps_hat = self.predict_noise(x_t, t)
         scale = (s.beta[t] / numpy.sqrt(1.0 - s.alpha_bar[t]))[:, None].astype(self.dtype)  # (B, 1)
         return (x_t - eps_hat * scale) * (1.0 / numpy.sqrt(s.alpha[t]))[:, None].astype(self.dtype)
 
@@ -300,7 +373,7 @@ class Diffusion(Model):
         log p(x | x_1) at t_i = 1 and KL(q(x_{t−1} | x_t, x_0) ‖ p(x_{t−1} | x_t)) at t_i ≥ 2, a Tensor (B,),
         and eps_hat = ε_θ(x_t, t), a Tensor (B, D)."""
         x_t = self.diffuse(x0, t, eps)
-        eps_hat = self.noise_predictor(x_t, t)  # (B, D)
+        eps_hat = self.predict_noise(x_t, t)  # (B, D)
         mean = self.reverse_mean(x_t, t, eps_hat)  # (B, D)
         first = t == 1
         terms = Tensor(numpy.zeros(len(t), dtype=self.dtype))
@@ -329,6 +402,14 @@ class Diffusion(Model):
         ``objective="elbo"``) and ``.elbo`` the unbiased one-step estimate of the bound (module docstring),
         with terms ``reconstruction``, ``prior_matching`` and ``denoising_matching`` (each T times its step's
         share, so that elbo = reconstruction − prior_matching − denoising_matching per example)."""
+        if self.training:
+            if self.config.weight_average:
+                self.update_average()
+            return self._objective(x, rng)
+        with self.averaged_weights():  # test metrics: the weights that sample
+            return self._objective(x, rng)
+
+    def _objective(self, x, rng):
         x = self.check_x(x)
         repeats = self.config.steps_per_example
         if repeats > 1:  # example i becomes rows i·R … i·R + R − 1, each with its own step and noise
@@ -381,7 +462,7 @@ class Diffusion(Model):
         was_training = self.training
         self.eval()
         try:
-            with no_grad():
+            with no_grad(), self.averaged_weights():
                 for step in range(1, T + 1):
                     eps = rng.standard_normal(x.shape).astype(self.dtype)
                     terms, _ = self.step_terms(x, x0, numpy.full(n, step), eps)
@@ -400,7 +481,7 @@ class Diffusion(Model):
         decomposed terms of :meth:`elbo_terms` equal. Per example (B,), float64; T passes of ε_θ."""
         x = self.check_x(x)
         s, T = self.schedule, self.schedule.steps
-        with no_grad():
+        with no_grad(), self.averaged_weights():
             previous = self.to_chain(x)  # x_0
             total = numpy.zeros(x.shape[0])
             chain = []
@@ -439,14 +520,40 @@ class Diffusion(Model):
             denoising_terms_figure(self, x[:200], rng, out_dir / "denoising_terms.png"),
         ]
 
+    # ----- saving: the parameters and their average -----
+    def state_dict(self):
+        """The parameters, and their moving average as ``average.<name>``."""
+        state = super().state_dict()
+        state.update({f"average.{name}": value.copy() for name, value in self.average.items()})
+        return state
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        keys = [f"average.{name}" for name in self.average]
+        missing = [key for key in keys if key not in state]
+        if missing:
+            raise KeyError(f"load_state_dict ({type(self).__name__}): missing keys {missing}")
+        averages = {key: state.pop(key) for key in keys}
+        super().load_state_dict(state)  # checks the parameters' names and shapes
+        for name, average in self.average.items():
+            value = numpy.asarray(averages[f"average.{name}"])
+            if value.shape != average.shape:
+                raise ValueError(
+                    f"load_state_dict ({type(self).__name__}): 'average.{name}' has shape {value.shape} in "
+                    f"the state but the parameter has shape {average.shape}"
+                )
+            average[...] = value
+
     # ----- how a run configures it, sizes -----
     @classmethod
     def run_defaults(cls, toy):
-        """On the 2-D toys a deeper ε_θ (3 × 256) and 32 steps per example: with the VAE's (64, 64) and one
-        step, 30 epochs put the samples on the ring but not on its 8 modes (benchmarks/RESULTS.md,
-        "Diffusion"). On images ε_θ is 2 × 512."""
+        """On the 2-D toys a deeper ε_θ (3 × 256), 32 steps per example and the cosine schedule: with the
+        VAE's (64, 64), one step and the linear schedule, 30 epochs put the samples on the ring but not on its
+        8 modes (benchmarks/RESULTS.md, "Diffusion"). On images ε_θ is 2 × 512 and the schedule linear: the
+        cosine schedule's last steps (β_t up to 0.999, so α_t near 0) weight the noise error by 1/α_t, and
+        on MNIST they alone cost thousands of nats of the bound."""
         if toy:
-            return {"hidden": (256, 256, 256), "steps_per_example": 32}
+            return {"hidden": (256, 256, 256), "steps_per_example": 32, "schedule": "cosine"}
         return {"hidden": (512, 512)}
 
     @classmethod
@@ -469,7 +576,7 @@ class Diffusion(Model):
         pairs = zip(widths[:-1], widths[1:], strict=True)
         parameters = sum((w + config.time_features + 1) * out for w, out in pairs)
         activations = batch_size * config.steps_per_example * 4 * sum(widths)
-        return 4 * (4 * parameters + 6 * activations)
+        return 4 * (5 * parameters + 6 * activations)  # weights, average, gradients, two Adam moments
 
 
 def _mean_of_repeats(value, repeats):
