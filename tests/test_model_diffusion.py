@@ -316,7 +316,7 @@ def test_run_defaults_choose_a_deeper_network_on_toys():
         "steps_per_example": 32,
         "schedule": "cosine",
     }
-    assert Diffusion.run_defaults(toy=False) == {"hidden": (512, 512)}
+    assert Diffusion.run_defaults(toy=False) == {"hidden": (512, 512), "steps_per_example": 4}
     assert models.VAE.run_defaults(toy=True) == {"hidden": (64, 64)}
 
 
