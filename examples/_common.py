@@ -60,26 +60,28 @@ def reconstruction_error(model, test_set, n=200):
     return float(((numpy.asarray(model.reconstruct(x, y)) - x) ** 2).mean())
 
 
-def record_fit(model, test_set, error_before):
-    """Note that ``model`` trained: its reconstruction error before and now (every lesson's figures must
-    show a learned model, so the tests check the error fell, in --quick mode too)."""
+def record_fit(model, test_set, error_before, measure=reconstruction_error):
+    """Note that ``model`` trained: its error by ``measure`` (default the reconstruction error) before and
+    now (every lesson's figures must show a learned model, so the tests check the error fell, in --quick
+    mode too)."""
     FITS.append(
         {
             "model": model.name,
             "error_untrained": error_before,
-            "error_trained": reconstruction_error(model, test_set),
+            "error_trained": measure(model, test_set),
         }
     )
 
 
-def fit_adam(model, train_set, test_set, epochs, rng, lr):
+def fit_adam(model, train_set, test_set, epochs, rng, lr, measure=reconstruction_error):
     """Train ``model`` for ``epochs`` epochs with a fresh Adam at learning rate ``lr``, batches of 128, one
-    printed line per epoch (no progress bar); returns the history (one dict per epoch). The reconstruction
-    error before and after goes to :data:`FITS`."""
-    before = reconstruction_error(model, test_set)
+    printed line per epoch (no progress bar); returns the history (one dict per epoch). The error by
+    ``measure(model, test_set)`` before and after (default the reconstruction error; smaller is better) goes
+    to :data:`FITS`."""
+    before = measure(model, test_set)
     optimizer = optim.Adam(model.parameters(), lr=lr)
     history = train.fit(model, train_set, test_set, epochs, BATCH_SIZE, optimizer, rng, progress=False)
-    record_fit(model, test_set, before)
+    record_fit(model, test_set, before, measure)
     return history
 
 

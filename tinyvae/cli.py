@@ -4,6 +4,7 @@ tinyvae train                      # the 784-400-20 Bernoulli VAE on the embedde
 tinyvae train --model iwae --k 10 --epochs 20 --out runs/iwae
 tinyvae evaluate runs/vae-mnist5k-seed0
 tinyvae sample | reconstruct | interpolate | plot RUN
+tinyvae train-prior runs/vq        # a VQ-VAE run's second stage: a transformer prior over its codes
 tinyvae info                       # backends and versions
 tinyvae download mnist             # full MNIST into ~/.cache/tinyvae (needs the internet)
 
@@ -17,7 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import io
 import json
+import math
 import os
 import signal
 import sys
@@ -30,6 +34,11 @@ import numpy
 MAX_FIGURE_IMAGES = 10_000
 MAX_INTERPOLATION_STEPS = 1_000
 MAX_EVALUATION_K = 100_000
+# `tinyvae train-prior` defaults: 20 epochs take ~20 s for K = 64, L = 16 on mnist5k's 4,500 images (one BLAS
+# thread, 2-vCPU AMD EPYC); in examples/vqvae_prior.py the held-out bits per code level off by then.
+PRIOR_EPOCHS = 20
+PRIOR_BATCH_SIZE = 128
+PRIOR_LR = 1e-3
 
 
 class CommandError(Exception):
@@ -245,12 +254,7 @@ def _add_run_commands(commands):
         help="importance samples (default 1000)",
     )
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate only the first N test examples")
-    sample = _add_run_command(
-        commands, "sample", "draw samples from the prior and save a grid", "tinyvae sample RUN --n 64"
-    )
-    one = _count_at_most(MAX_FIGURE_IMAGES, "one image each in a single figure")
-    sample.add_argument("--n", type=one, default=64, help="number of samples (default 64)")
-    sample.add_argument("--label", type=int, help="class to generate (conditional models)")
+    _add_sample_parser(commands)
     reconstruct = _add_run_command(
         commands, "reconstruct", "reconstruct test examples and save them", "tinyvae reconstruct RUN"
     )
@@ -267,6 +271,62 @@ def _add_run_commands(commands):
     )
     interpolate.add_argument("--method", choices=("linear", "slerp"), default="linear")
     _add_run_command(commands, "plot", "make every figure that applies to the run", "tinyvae plot RUN")
+    _add_train_prior_parser(commands)
+
+
+def _add_sample_parser(commands):
+    sample = _add_run_command(
+        commands, "sample", "draw samples from the prior and save a grid", "tinyvae sample RUN --n 64"
+    )
+    one = _count_at_most(MAX_FIGURE_IMAGES, "one image each in a single figure")
+    sample.add_argument("--n", type=one, default=64, help="number of samples (default 64)")
+    sample.add_argument("--label", type=int, help="class to generate (conditional models)")
+    sample.add_argument(
+        "--prior",
+        choices=("learned", "uniform"),
+        help="VQ runs: draw the codes from the prior `tinyvae train-prior` saved (learned; the default when "
+        "RUN/code_prior.npz exists) or uniformly (uniform; the default otherwise)",
+    )
+    sample.add_argument(
+        "--save-array",
+        metavar="FILE",
+        help="also write the samples (decoder means) as an (n, x_dim) float32 .npy file; an existing FILE "
+        "is replaced only with --force, and a run's own files never",
+    )
+    sample.add_argument("--force", action="store_true", help="let --save-array replace an existing file")
+
+
+def _add_train_prior_parser(commands):
+    from tinyvae.models.code_prior import CodePriorConfig
+    from tinyvae.rundir import PRIOR_NAME
+
+    prior = _add_run_command(
+        commands,
+        "train-prior",
+        "fit a transformer prior over the codes of a VQ-VAE run (the second stage of van den Oord et al. "
+        f"2017) and save it in the run as {PRIOR_NAME}; `sample` then draws codes from it",
+        "tinyvae train-prior runs/vq --epochs 20",
+    )
+    prior.add_argument("--epochs", type=_positive_int, default=PRIOR_EPOCHS, help=f"default {PRIOR_EPOCHS}")
+    prior.add_argument(
+        "--batch-size", type=_positive_int, default=PRIOR_BATCH_SIZE, help=f"default {PRIOR_BATCH_SIZE}"
+    )
+    prior.add_argument(
+        "--lr", type=_positive_float, default=PRIOR_LR, help=f"Adam's step (default {PRIOR_LR})"
+    )
+    defaults = {field.name: field.default for field in dataclasses.fields(CodePriorConfig)}
+    sizes = {  # name: (what it is, an upper bound that refuses a typo before it fills memory)
+        "width": ("numbers per position", 4096),
+        "heads": ("attention heads, dividing the width", 256),
+        "layers": ("transformer blocks", 64),
+    }
+    for name, (what, limit) in sizes.items():
+        prior.add_argument(
+            f"--{name}",
+            type=_count_at_most(limit, "a prior far larger than its codes need"),
+            default=defaults[name],
+            help=f"{what} (default {defaults[name]})",
+        )
 
 
 def build_parser():
@@ -381,6 +441,8 @@ def command_evaluate(args):
     y = labels if model.conditional else None
     report = {"checkpoint": args.checkpoint, "epoch": meta.get("epoch"), "examples": int(len(x))}
     report.update(evaluate.report(model, x, k=args.k, rng=rng, y=y))
+    if model.latent_kind == "discrete":
+        report.update(_code_prior_report(args, model, meta, x))
     if report.get("mutual_information_saturated"):
         print(
             f"note: I(x; z) = {report['mutual_information']:.4f} is within 5% of its estimator's ceiling "
@@ -397,8 +459,9 @@ def command_evaluate(args):
 
 def command_sample(args):
     from tinyvae import plots
+    from tinyvae.files import atomic_write_bytes
 
-    model, _, train_data, _, rng = _load_run(args)
+    model, meta, train_data, _, rng = _load_run(args)
     if model.conditional and args.label is None:
         raise CommandError(f"--label is required for the conditional model {model.name!r}")
     if not model.conditional and args.label is not None:
@@ -408,6 +471,14 @@ def command_sample(args):
             f"--label must be a class in 0..{model.config.n_classes - 1} for this {model.name!r} model, "
             f"got {args.label}"
         )
+    if args.prior is not None and model.latent_kind != "discrete":
+        raise CommandError(
+            f"--prior applies to VQ runs (--model vqvae), whose codes a prior is fitted to; this run's model "
+            f"is {model.name!r}"
+        )
+    target = _array_target(args) if args.save_array else None
+    if model.latent_kind == "discrete":
+        _choose_code_prior(args, model, meta)
     path = plots.samples_grid(
         model,
         rng,
@@ -417,7 +488,174 @@ def command_sample(args):
         image_shape=train_data.image_shape,
     )
     print(f"written: {path}")
+    if target is not None:  # the same draws as the figure: the same seed, drawn the same way
+        samples = model.sample(args.n, numpy.random.default_rng(args.seed), y=args.label)
+        buffer = io.BytesIO()
+        numpy.save(buffer, numpy.asarray(_to_numpy(samples), dtype=numpy.float32))
+        atomic_write_bytes(target, buffer.getvalue())
+        print(f"written: {target} ({args.n} samples, float32)")
     return 0
+
+
+def _array_target(args):
+    """The path --save-array may write, or a CommandError: never a file of a run directory (a run's files
+    are tinyvae's, whatever --force says), an existing file only with --force, never a folder."""
+    from tinyvae import rundir
+
+    path = os.path.abspath(args.save_array)
+    folder, name = os.path.split(path)
+    if os.path.isdir(path):
+        raise CommandError(
+            f"--save-array {args.save_array} is a folder; give a file name such as samples.npy"
+        )
+    if not os.path.isdir(folder):
+        raise CommandError(f"--save-array {args.save_array}: the folder {folder} does not exist")
+    if rundir.is_run_file(name) and os.path.isfile(os.path.join(folder, rundir.CONFIG_NAME)):
+        raise CommandError(
+            f"--save-array {args.save_array} would replace {name}, a file of the run directory {folder}; "
+            "choose another name"
+        )
+    if os.path.lexists(path) and not args.force:
+        raise CommandError(f"--save-array {args.save_array} already exists; pass --force to replace it")
+    return path
+
+
+def _to_numpy(array):
+    return array.get() if hasattr(array, "get") else numpy.asarray(array)  # a CuPy array comes to the host
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _codes_of(model, x, batch_size=1000):
+    """The code indices (N, L) that the VQ-VAE's encoder assigns to the examples x (N, x_dim)."""
+    parts = [_to_numpy(model.encode(x[i : i + batch_size])[1]) for i in range(0, len(x), batch_size)]
+    return numpy.concatenate(parts).astype(numpy.int64)
+
+
+def _saved_code_prior(args, model, meta):
+    """(prior, header, problem) for the run's code prior: (None, None, None) when there is none; a prior
+    fitted to another checkpoint than the one this command read (or an older state of it) comes back
+    with ``problem`` saying so. A damaged file is a PriorFileError (a one-line error, exit status 2)."""
+    from tinyvae import rundir
+    from tinyvae.models import code_prior
+
+    path = os.path.join(args.run, rundir.PRIOR_NAME)
+    if not os.path.lexists(path):
+        return None, None, None
+    K, L = model.config.codebook_size, model.config.latent_vectors
+    prior, header = code_prior.load_prior(path, codebook_size=K, length=L)
+    checkpoint_path = os.path.join(args.run, f"{args.checkpoint}.npz")
+    if header["checkpoint_sha256"] != _sha256(checkpoint_path):
+        problem = (
+            f"{path} was fitted to the codes of {header['checkpoint']}.npz at epoch "
+            f"{header['checkpoint_epoch']}, not to this {args.checkpoint}.npz (epoch {meta.get('epoch')}); "
+            f"fit it again with `tinyvae train-prior {args.run} --checkpoint {args.checkpoint}`"
+        )
+        return prior, header, problem
+    return prior, header, None
+
+
+def _choose_code_prior(args, model, meta):
+    """Make the VQ-VAE draw its codes from the saved prior (``--prior learned``, the default when there is
+    one that fits this checkpoint) or leave them uniform, saying which."""
+    from tinyvae import rundir
+    from tinyvae.models.code_prior import LearnedCodes
+
+    uniform = f"codes drawn uniformly (log2 K = {math.log2(model.config.codebook_size):.3f} bits per code)"
+    if args.prior == "uniform":
+        print(f"prior: {uniform}")
+        return
+    prior, header, problem = _saved_code_prior(args, model, meta)
+    if prior is None:
+        if args.prior == "learned":
+            raise CommandError(
+                f"--prior learned: {os.path.join(args.run, rundir.PRIOR_NAME)} does not exist; fit the prior "
+                f"first with `tinyvae train-prior {args.run}`"
+            )
+        print(f"note: no code prior in {args.run} (fit one with `tinyvae train-prior {args.run}`); {uniform}")
+        return
+    if problem is not None:
+        if args.prior == "learned":
+            raise CommandError(f"--prior learned: {problem}")
+        print(f"note: {problem}; {uniform}")
+        return
+    model.prior = LearnedCodes(prior, model.codebook.numpy)  # the second stage replaces the uniform prior
+    print(
+        f"prior: {os.path.join(args.run, rundir.PRIOR_NAME)}, a transformer over the codes "
+        f"({header['test_bits_per_code']:.3f} bits per test code against log2 K = "
+        f"{math.log2(model.config.codebook_size):.3f})"
+    )
+
+
+def _code_prior_report(args, model, meta, x):
+    """``uniform_bits_per_code`` = log2 K, and ``prior_bits_per_code`` on the codes of x when the run has
+    a code prior fitted to this checkpoint: the average code length, in bits, under each prior."""
+    from tinyvae.models import code_prior
+
+    values = {"uniform_bits_per_code": math.log2(model.config.codebook_size)}
+    prior, _, problem = _saved_code_prior(args, model, meta)
+    if problem is not None:
+        print(f"note: no prior_bits_per_code: {problem}")
+    elif prior is not None:
+        codes = _codes_of(model, x)
+        with code_prior.blas_threads(1):  # small matrices: one thread is faster (see blas_threads)
+            values["prior_bits_per_code"] = float(prior.bits_per_code(codes))
+    return values
+
+
+def command_train_prior(args):
+    """Encode the run's training split to code indices, fit a TransformerCodePrior to them (the test
+    split's codes held out) and save it as RUN/code_prior.npz, holding the run's writer lock throughout."""
+    from tinyvae import rundir
+    from tinyvae.models import code_prior
+
+    config = _code_prior_config(args, _read_settings(args.run))
+    with rundir.RunLock(args.run, rundir.command_line()):  # refused while the run trains, and vice versa
+        model, meta, train_data, test_data, _ = _load_run(args)
+        # The encoder trained on binary draws of the grey training images (binarized-dynamic pixels): encode
+        # one such draw, as the test split's codes come from its fixed binary draw.
+        drawn = train_data.draw(numpy.random.default_rng(args.seed))  # (N, x_dim)
+        source = {
+            "checkpoint": args.checkpoint,
+            "checkpoint_epoch": int(meta.get("epoch") or 0),
+            "checkpoint_sha256": _sha256(os.path.join(args.run, f"{args.checkpoint}.npz")),
+        }
+        fit = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+        path = os.path.join(args.run, rundir.PRIOR_NAME)
+        test_bits = code_prior.fit_and_save(
+            path, config, _codes_of(model, drawn), _codes_of(model, test_data.x), fit, source, log=print
+        )
+    print(f"written: {path} (test {test_bits:.3f} bits per code)")
+    return 0
+
+
+def _code_prior_config(args, settings):
+    """The CodePriorConfig for a VQ run's codes and the size flags, or a CommandError for another model."""
+    from tinyvae import models
+    from tinyvae.models import code_prior
+
+    if models.MODELS[settings["model"]].latent_kind != "discrete":
+        raise CommandError(
+            f"train-prior: {args.run} holds a {settings['model']!r} model, which has no codes; only VQ runs "
+            "(--model vqvae) have code indices to fit a prior to"
+        )
+    try:
+        return code_prior.CodePriorConfig(
+            codebook_size=settings["model_config"].get("codebook_size"),
+            length=settings["model_config"].get("latent_vectors"),
+            width=args.width,
+            heads=args.heads,
+            layers=args.layers,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
 
 def command_reconstruct(args):
@@ -494,6 +732,7 @@ COMMANDS = {
     "reconstruct": command_reconstruct,
     "interpolate": command_interpolate,
     "plot": command_plot,
+    "train-prior": command_train_prior,
     "info": command_info,
     "download": command_download,
 }

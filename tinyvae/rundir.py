@@ -6,12 +6,15 @@ Three rules keep that promise:
 * **A run says it is one.** ``config.json`` carries ``"format": "tinyvae-run"``; a folder whose
   config.json does not parse, or does not say so, is not a run, and ``--overwrite`` refuses it.
 * **A run owns a fixed set of names** (:data:`RUN_FILES`: config, metrics, checkpoints, evaluation,
-  figures, the lock, and the ``.tmp-*`` temporaries of an interrupted save). Replacing a run removes those
+  figures, the code prior of ``tinyvae train-prior``, the lock, and the ``.tmp-*`` temporaries of an
+  interrupted save). Replacing a run removes those
   and nothing else; an unknown file or a sub-folder inside makes ``--overwrite`` refuse, listing what would
   be lost, rather than guess.
 * **One writer per run directory.** ``train`` (new, ``--resume`` or ``--overwrite``) holds an exclusive
   ``flock`` on ``.tinyvae.lock`` inside the run for as long as it runs. The operating system drops the lock
   when the process ends however it ends, so a crashed trainer never leaves a lock that blocks the next one.
+  ``train-prior`` holds the same lock while it fits and saves ``code_prior.npz``: a prior fitted while the
+  run trains would describe codes the next epoch changes, so each refuses while the other runs.
   Read-only commands (evaluate, sample, plot, ...) take no lock and may run beside a trainer.
 """
 
@@ -34,6 +37,7 @@ RUN_FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 LOCK_NAME = ".tinyvae.lock"
 CHECKPOINT_NAMES = ("last.npz", "best.npz")
+PRIOR_NAME = "code_prior.npz"  # the transformer prior over a VQ-VAE's codes (`tinyvae train-prior`)
 FIGURE_NAMES = (
     "reconstructions.png",
     "class_conditional.png",
@@ -54,6 +58,7 @@ RUN_FILES = frozenset(
         "metrics.csv",
         "evaluation.json",
         *CHECKPOINT_NAMES,
+        PRIOR_NAME,
         *FIGURE_NAMES,
     )
 )

@@ -19,21 +19,34 @@ are pre-norm, as in GPT-2 (Radford et al. 2019): x + attention(LayerNorm(x)), th
 
 Codes are NumPy integer arrays (B, L) with values in [0, K). Not registered as a model: it is not a VAE but
 a second stage attached to a VQ-VAE run, imported as ``from tinyvae.models.code_prior import ...``.
+:class:`LearnedCodes` makes it the VQ-VAE's p(z) for sampling; ``tinyvae train-prior RUN`` fits one to a
+run's codes and saves it as ``RUN/code_prior.npz`` (:func:`save_prior`, read back by :func:`load_prior` as
+warily as a checkpoint); ``examples/vqvae_prior.py`` is the lesson.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import io
+import json
 import math
 import numbers
+import os
+import zipfile
+import zlib
 from collections.abc import Mapping
 
 import numpy
 
 import tinyvae.functional as F
-from tinyvae import nn, optim
+from tinyvae import checkpoint, nn, optim
 from tinyvae.autodiff import no_grad
+from tinyvae.checkpoint import CheckpointError
+from tinyvae.files import atomic_write_bytes
 from tinyvae.models.base import _a, _is_integer, check_choice, check_integer
+from tinyvae.models.priors import Prior
 from tinyvae.tensor import Tensor
 
 
@@ -359,3 +372,308 @@ def _positive_int(method, name, value):
     if not _is_integer(value) or value < 1:
         raise ValueError(f"TransformerCodePrior.{method}: {name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The prior as the VQ-VAE's p(z), and the BLAS threads it trains best with.
+
+
+class LearnedCodes(Prior):
+    """p(z) of a VQ-VAE once its second stage is fitted: codes c ~ ``prior`` (a :class:`TransformerCodePrior`)
+    looked up in the codebook, z = (e_{c_1}, ..., e_{c_L}). It replaces ``UniformCodes`` (the untrained
+    prior of the bound) for sampling, as van den Oord et al. (2017, Sec. 4) sample their PixelCNN prior and
+    decode. ``codebook()`` returns the current (K, D) codes."""
+
+    description = "a transformer prior over the codes"
+
+    def __init__(self, prior, codebook):
+        self.prior, self.codebook = prior, codebook
+
+    def sample(self, n, rng):
+        """(n, L·D): L codes drawn from the transformer for each sample, looked up and concatenated."""
+        with blas_threads(1):  # small matrices (see blas_threads)
+            indices = self.prior.sample(n, rng)  # (n, L)
+        return self.codebook()[indices].reshape(n, -1)  # (n, L·D)
+
+    def log_prob(self, z):
+        """log p(c) for the codes c nearest to the L vectors of each z (n, L·D): exact for z made of codes,
+        which are the only points this prior gives mass to. A Tensor (n,), in nats, not differentiable."""
+        codes = numpy.asarray(self.codebook())  # (K, D)
+        data = numpy.asarray(z.data if isinstance(z, Tensor) else z, dtype=numpy.float64)
+        vectors = data.reshape(len(data), self.prior.config.length, codes.shape[1])  # (n, L, D)
+        distances = ((vectors[:, :, None, :] - codes[None, None]) ** 2).sum(axis=-1)  # (n, L, K)
+        with no_grad():
+            return Tensor(self.prior.log_prob(distances.argmin(axis=-1)).numpy())
+
+
+@contextlib.contextmanager
+def blas_threads(count):
+    """Run the block with OpenBLAS (the BLAS inside NumPy's wheels) on ``count`` threads, then restore its
+    count; a no-op where the loaded BLAS is not an OpenBLAS that can be asked.
+
+    Why: the prior's matrices are small (a batch of 128 sequences of 16 codes is 2,048 × 64 by 64 × 64), and
+    OpenBLAS's threads cost more than they save on them. Measured on a 2-vCPU AMD EPYC (CPU family 26) with
+    another process busy on one core, one epoch of the default prior (4,500 sequences of L = 16 codes):
+    1.05-1.1 s on one thread against 11-14 s on two (K = 64 and K = 32, 2026-11-27). ``tinyvae
+    train-prior``, :class:`LearnedCodes` and ``examples/vqvae_prior.py`` run the prior inside it.
+    """
+    library = _openblas()
+    if library is None:
+        yield
+        return
+    get, set_ = library
+    previous = int(get())
+    set_(int(count))
+    try:
+        yield
+    finally:
+        set_(previous)
+
+
+_OPENBLAS_THREAD_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scipy-openblas, 64-bit ints)
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+def _openblas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS this process has loaded, or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            mapped = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    except OSError:  # not Linux
+        return None
+    for path in sorted(mapped):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _OPENBLAS_THREAD_SYMBOLS:
+            get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Saving and loading: one .npz beside the run's checkpoints, read as warily as they are.
+#
+# Layout: ``meta.json`` (UTF-8 JSON as a uint8 array: the format, the CodePriorConfig, the checkpoint the
+# codes came from and what the fit measured) and ``prior/<name>`` (the parameters). The loader reuses the
+# checkpoint reader's steps (tinyvae/checkpoint.py): the members' .npy headers are read and checked against
+# the bytes the zip directory records, a compression bomb is refused, the config must account for exactly
+# the numbers the file declares before the prior is built, every member must be one of its parameters in
+# its shape and dtype, and every value must be finite. Each failure is a PriorFileError naming the file.
+
+PRIOR_FORMAT = "tinyvae-code-prior"
+PRIOR_FORMAT_VERSION = 1
+PRIOR_META_LIMIT = 1 << 20  # bytes of JSON header; a fit's history is about 100 bytes an epoch
+_PRIOR_FIELDS = {  # header fields tinyvae writes: (check, what it must be)
+    "checkpoint": (lambda v: v in ("best", "last"), '"best" or "last"'),
+    "checkpoint_epoch": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
+    "checkpoint_sha256": (
+        lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+        "64 hexadecimal digits",
+    ),
+    "test_bits_per_code": (lambda v: _is_real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+}
+
+
+class PriorFileError(CheckpointError):
+    """A code-prior file that cannot be used: missing, truncated, forged, or fitted to another codebook.
+    A CheckpointError, so the command line reports it the same way (one line, exit status 2)."""
+
+
+def parameter_count(config):
+    """The exact number of parameters of a :class:`TransformerCodePrior` of ``config``, from the config
+    alone (Python integers: a forged config cannot overflow it). The loader compares it with the numbers a
+    file declares before building anything."""
+    K, L, D, M = config.codebook_size, config.length, config.width, config.mlp_hidden
+    block = 2 * D + 4 * (D * D + D) + 2 * D + (D * M + M) + (M * D + D)  # norms, q/k/v/out, MLP
+    return (K + 1) * D + L * D + config.layers * block + 2 * D + (D * K + K)
+
+
+def save_prior(path, prior, **meta):
+    """Write ``prior`` (config and weights) and ``meta`` (JSON-able values) to ``path`` atomically: the
+    file at ``path`` is the old one or the new one, never a mix (``tinyvae.files.atomic_write_bytes``)."""
+    state = prior.state_dict()
+    for key, value in state.items():
+        if not numpy.isfinite(value).all():
+            raise PriorFileError(f"code prior {path}: not written: parameter '{key}' is not finite")
+    header = {
+        "format": PRIOR_FORMAT,
+        "format_version": PRIOR_FORMAT_VERSION,
+        "config": prior.config.to_dict(),
+        **meta,
+    }
+    arrays = {"meta.json": numpy.frombuffer(json.dumps(header).encode("utf-8"), dtype=numpy.uint8)}
+    arrays.update({f"prior/{key}": value for key, value in state.items()})
+    buffer = io.BytesIO()
+    numpy.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_prior(path, codebook_size=None, length=None):
+    """``(prior, meta)`` from a file :func:`save_prior` wrote, or a :class:`PriorFileError` saying why.
+
+    ``codebook_size`` and ``length``, when given, are the K and L of the VQ-VAE the prior is for: a prior
+    over another codebook or sequence length is refused, naming both."""
+    if not os.path.isfile(path):
+        found = "no such file" if not os.path.lexists(path) else "not a regular file"
+        raise PriorFileError(f"code prior {path}: {found}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = checkpoint._read_member_headers(path, archive)
+            checkpoint._check_inflation(path, members, os.path.getsize(path))
+            meta = _read_prior_meta(path, archive, members)
+            prior = _build_checked_prior(path, meta, members, codebook_size, length)
+            state = {
+                key[len("prior/") :]: checkpoint._read_array(path, archive, key, member)
+                for key, member in members.items()
+                if key != "meta.json"
+            }
+    except PriorFileError:
+        raise
+    except CheckpointError as error:  # the checkpoint reader's words, said of this file
+        raise PriorFileError(str(error).replace(f"checkpoint {path}:", f"code prior {path}:", 1)) from None
+    # zipfile's damaged-archive errors, as in checkpoint._load
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+    ) as e:
+        raise PriorFileError(
+            f"code prior {path}: unreadable, truncated or not a .npz file ({type(e).__name__}: {e})"
+        ) from None
+    for key, value in state.items():
+        if not numpy.isfinite(value).all():
+            raise PriorFileError(f"code prior {path}: parameter '{key}' holds non-finite values (corrupt)")
+    prior.load_state_dict(state)
+    return prior, meta
+
+
+def _read_prior_meta(path, archive, members):
+    member = members.get("meta.json")
+    if member is None:
+        raise PriorFileError(f"code prior {path}: no 'meta.json' header; not a tinyvae code prior")
+    if member.dtype != numpy.uint8 or len(member.shape) != 1 or member.nbytes > PRIOR_META_LIMIT:
+        raise PriorFileError(
+            f"code prior {path}: the 'meta.json' header is {member.describe()}; expected UTF-8 bytes (a 1-D "
+            f"uint8 array) of at most {PRIOR_META_LIMIT} bytes"
+        )
+    text = checkpoint._read_array(path, archive, "meta.json", member).tobytes()
+    try:
+        meta = json.loads(text.decode("utf-8"), parse_int=checkpoint._parse_int)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise PriorFileError(f"code prior {path}: the 'meta.json' header is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != PRIOR_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise PriorFileError(f"code prior {path}: not a tinyvae code prior (format {found!r:.80})")
+    checkpoint._check_json_values(path, meta)
+    if meta.get("format_version") != PRIOR_FORMAT_VERSION:
+        raise PriorFileError(
+            f"code prior {path}: format version {meta.get('format_version')!r:.80}, but this tinyvae reads "
+            f"version {PRIOR_FORMAT_VERSION}"
+        )
+    for field, (check, expected) in _PRIOR_FIELDS.items():
+        if not check(meta.get(field)):
+            raise PriorFileError(
+                f"code prior {path}: header field '{field}' must be {expected}, got {meta.get(field)!r:.80}"
+            )
+    return meta
+
+
+def _build_checked_prior(path, meta, members, codebook_size, length):
+    """The prior the header describes, built only once its config accounts for exactly the numbers the
+    file declares (so a forged width of 10**9 is refused before anything is allocated), then every member
+    checked against its parameters by name, shape and dtype, before any data is read."""
+    try:
+        config = CodePriorConfig.from_dict(meta.get("config"))
+    except (ValueError, TypeError) as error:
+        raise PriorFileError(
+            f"code prior {path}: header field 'config' is not a prior's config: {error}"
+        ) from None
+    for field, wanted in (("codebook_size", codebook_size), ("length", length)):
+        if wanted is not None and getattr(config, field) != wanted:
+            raise PriorFileError(
+                f"code prior {path}: fitted to codes with K = {config.codebook_size}, L = {config.length}, "
+                f"but this run's VQ-VAE has K = {codebook_size}, L = {length}; fit it again with "
+                "`tinyvae train-prior`"
+            )
+    stored = sum(math.prod(m.shape) for key, m in members.items() if key != "meta.json")
+    if parameter_count(config) != stored:
+        raise PriorFileError(
+            f"code prior {path}: its config describes {parameter_count(config)} parameters but the file "
+            f"holds {stored} numbers; the header does not describe these weights (corrupt or edited)"
+        )
+    prior = TransformerCodePrior(config)
+    expected = {f"prior/{key}": value for key, value in prior.state_dict().items()}
+    names = set(members) - {"meta.json"}
+    if names != set(expected):
+        missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+        raise PriorFileError(
+            f"code prior {path}: missing arrays {checkpoint._keys(missing)}, unexpected arrays "
+            f"{checkpoint._keys(unexpected)}; a code prior holds 'meta.json' and 'prior/…' arrays"
+        )
+    for key, value in expected.items():
+        member = members[key]
+        if member.shape != value.shape or member.dtype != value.dtype:
+            raise PriorFileError(
+                f"code prior {path}: '{key}' is declared {member.describe()} but the prior's parameter is "
+                f"shape {value.shape} {value.dtype}"
+            )
+    return prior
+
+
+def fit_and_save(path, config, train_codes, test_codes, fit, source, log=print):
+    """Fit a :class:`TransformerCodePrior` built from ``config`` to ``train_codes`` (test_codes held out),
+    with ``fit`` = {"epochs", "batch_size", "lr", "seed"}, reporting each epoch's bits per code next to the
+    uniform prior's log2 K through ``log``; save it to ``path`` with ``source`` (which checkpoint the codes
+    came from) and the fit's numbers. Returns the held-out bits per code."""
+    uniform = math.log2(config.codebook_size)
+    log(
+        f"fitting a transformer prior ({config.layers} layers, width {config.width}, {config.heads} heads) "
+        f"to {len(train_codes)} training sequences of L = {config.length} codes out of K = "
+        f"{config.codebook_size}; the test split's {len(test_codes)} are held out. Uniform codes cost "
+        f"log2 K = {uniform:.3f} bits per code"
+    )
+
+    def progress(record):
+        train_bits = record["train_nats_per_code"] / math.log(2)
+        held_out = record["held_out_nats_per_code"] / math.log(2)
+        log(
+            f"epoch {record['epoch']}/{fit['epochs']}: train {train_bits:.3f}, held-out {held_out:.3f} bits "
+            f"per code (log2 K = {uniform:.3f})"
+        )
+
+    prior = TransformerCodePrior(config)
+    with blas_threads(1):  # small matrices: one thread is ~10x faster on a busy 2-core machine
+        history = prior.fit(
+            train_codes,
+            fit["epochs"],
+            batch_size=fit["batch_size"],
+            lr=fit["lr"],
+            rng=numpy.random.default_rng(fit["seed"]),
+            progress=progress,
+            held_out=test_codes,
+        )
+    test_bits = history[-1]["held_out_nats_per_code"] / math.log(2)
+    save_prior(
+        path,
+        prior,
+        **source,
+        test_bits_per_code=test_bits,
+        train_bits_per_code=history[-1]["train_nats_per_code"] / math.log(2),
+        uniform_bits_per_code=uniform,
+        train_sequences=len(train_codes),
+        fit=dict(fit),
+        history=history,
+    )
+    return test_bits
