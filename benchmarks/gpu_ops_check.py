@@ -10,6 +10,7 @@ import cupy
 import numpy
 
 import tinyvae.functional as F
+from tinyvae import backend
 from tinyvae.tensor import Tensor
 
 failures = 0
@@ -17,6 +18,7 @@ failures = 0
 
 def compare(name, on_host, on_device, rtol=1e-9):
     global failures
+    assert isinstance(on_host, numpy.ndarray) and isinstance(on_device, cupy.ndarray), name
     got = cupy.asnumpy(on_device)
     error = float(numpy.max(numpy.abs(got - on_host) / (numpy.abs(on_host) + 1e-12)))
     ok = numpy.allclose(got, on_host, rtol=rtol, atol=1e-10)
@@ -25,6 +27,7 @@ def compare(name, on_host, on_device, rtol=1e-9):
 
 
 def run_op(op, arrays, grads_of, xp):
+    backend.use("numpy" if xp is numpy else "cupy")  # new Tensors live where the backend says
     tensors = [Tensor(xp.asarray(a), requires_grad=i in grads_of) for i, a in enumerate(arrays)]
     out = op(*tensors)
     out.backward(xp.ones(out.shape))
@@ -50,6 +53,7 @@ for name, (op, arrays, grads_of) in cases.items():
 table = rng.normal(size=(7, 3))
 indices = numpy.array([[1, 1, 6], [0, 1, 2]])
 for xp in (numpy, cupy):
+    backend.use("numpy" if xp is numpy else "cupy")
     t = Tensor(xp.asarray(table), requires_grad=True)
     out = F.embedding(t, xp.asarray(indices) if xp is cupy else indices)
     out.backward(xp.ones(out.shape))
