@@ -362,7 +362,11 @@ class Diffusion(Model):
                 f"{self.name}: z has shape {z.shape} but the last reverse step reads x_1, of the data's "
                 f"size {self.config.x_dim}"
             )
-        mean = self.reverse_mean(z, numpy.ones(z.shape[0], dtype=numpy.int64))
+        return self.last_step_output(self.reverse_mean(z, numpy.ones(z.shape[0], dtype=numpy.int64)))
+
+    def last_step_output(self, mean):
+        """The decoder's output from the last step's mean μ_θ(x_1, 1): the Bernoulli logits 1.702 μ / σ_1
+        (the two-bin discretisation, module docstring), or μ itself for real-valued data."""
         if self.config.likelihood == "bernoulli":
             return mean * (PROBIT_TO_LOGIT / math.sqrt(self.schedule.sigma2[1]))
         return mean
@@ -378,10 +382,7 @@ class Diffusion(Model):
         first = t == 1
         terms = Tensor(numpy.zeros(len(t), dtype=self.dtype))
         if first.any():
-            logits = mean[first]
-            if self.config.likelihood == "bernoulli":
-                logits = logits * (PROBIT_TO_LOGIT / math.sqrt(self.schedule.sigma2[1]))
-            recon = self.likelihood.log_prob(logits, x[first])  # (n_1,)
+            recon = self.likelihood.log_prob(self.last_step_output(mean[first]), x[first])  # (n_1,)
             terms = terms + _scatter(recon, first)
         later = ~first
         if later.any():
@@ -417,7 +418,7 @@ class Diffusion(Model):
         x0 = self.to_chain(x)
         n, T = x.shape[0], self.schedule.steps
         t = rng.integers(1, T + 1, size=n)  # (B·R,)
-        eps = rng.standard_normal(x.shape).astype(self.dtype)  # (B, D)
+        eps = rng.standard_normal(x.shape).astype(self.dtype)  # (B·R, D)
         terms, eps_hat = self.step_terms(x, x0, t, eps)
         first = Tensor((t == 1).astype(self.dtype))
         reconstruction = terms * first * T  # (B,)
