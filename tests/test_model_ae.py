@@ -76,6 +76,8 @@ def test_registry_builds_each_model_by_name():
             fields.update(z_dims=(2, 1), z_dim=2)
         if name == "linear":  # linear maps and a Gaussian decoder, by definition
             fields.update(hidden=(), likelihood="gaussian")
+        if name == "diffusion":  # every latent x_t has the data's size
+            fields.update(z_dim=None, steps=10)
         model = models.build(name, **fields)
         assert isinstance(model, cls) and model.name == name
     with pytest.raises(ValueError, match=r"unknown model 'vea'; choose one of \["):
