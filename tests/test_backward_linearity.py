@@ -76,6 +76,18 @@ CASES = [
     ("embedding-repeated", lambda t: ops.embedding(t, _INDEX), [(3, 2)], False),
     ("layer_norm", ops.layer_norm, [(2, 3, 4), (4,), (4,)], False),
     ("causal_attention", ops.causal_attention, [(2, 3, 2), (2, 3, 2), (2, 3, 2)], False),
+    (
+        "conv2d",
+        lambda x, W, b: ops.conv2d(x, W, b, stride=2, padding=1),
+        [(2, 3, 5, 5), (4, 3, 3, 3), (4,)],
+        False,
+    ),
+    (
+        "conv_transpose2d",
+        lambda x, W, b: ops.conv_transpose2d(x, W, b, stride=2, padding=1),
+        [(2, 3, 3, 4), (3, 2, 4, 3), (2,)],
+        False,
+    ),
 ]
 
 

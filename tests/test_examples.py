@@ -121,6 +121,15 @@ def _vqvae_prior(n):
     assert n["test_bits_per_code"] < 0.9 * n["uniform_bits_per_code"], n
 
 
+def _conv_vae(n):
+    """The conv VAE has fewer parameters than the MLP VAE; at full size (30 epochs) its test −ELBO is at
+    least 2 nats lower (measured 4.7 at seed 0). In --quick mode the conv VAE is still catching up (it starts
+    slower), so only the mechanics are checked there: both learned (the fit check below)."""
+    assert n["parameters_conv"] < n["parameters_mlp"], n
+    if n["full_size"]:
+        assert n["conv_gain"] >= 2.0, n
+
+
 LESSONS = {
     "vae_mnist": _vae_mnist,
     "beta_vae": _beta_vae,
@@ -135,6 +144,7 @@ LESSONS = {
     "attribute_vector": _attribute,
     "vamp_prior": _vamp,
     "diffusion": _diffusion,
+    "conv_vae": _conv_vae,
 }
 
 

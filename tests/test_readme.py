@@ -9,7 +9,17 @@ import re
 from tinyvae.autodiff import Function
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OP_MODULES = ["elementwise", "reduce", "linalg", "shape", "gaussian", "likelihood", "quantize", "attention"]
+OP_MODULES = [
+    "elementwise",
+    "reduce",
+    "linalg",
+    "shape",
+    "gaussian",
+    "likelihood",
+    "quantize",
+    "attention",
+    "conv",
+]
 ROW = re.compile(r"^\| `[^|]+` \| [^|]+ \| `ops/(\w+)\.py` `(\w+)` \| `(tests/[\w/]+\.py)` \|$")
 
 

@@ -1,4 +1,5 @@
-"""Layers: ``Module`` (a container of parameters), ``Linear``, ``MLP``, ``Sequential``.
+"""Layers: ``Module`` (a container of parameters), ``Linear``, ``Conv2d``, ``ConvTranspose2d``, ``MLP``,
+``Sequential``.
 
 A module's parameters are the tensors with ``requires_grad=True`` assigned as its attributes, and those of
 its sub-modules; they are found by walking the attributes in the order they were set, so
@@ -131,6 +132,117 @@ class Linear(Module):
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"
+
+
+def _check_conv_sizes(layer, **sizes):
+    """Refuse a channel count or kernel size below 1, a stride below 1 or a negative padding, naming it."""
+    for name, value in sizes.items():
+        low = 0 if name == "padding" else 1
+        if isinstance(value, bool) or not isinstance(value, int | numpy.integer) or value < low:
+            rule = "a non-negative" if low == 0 else "a positive"
+            raise ValueError(f"{layer}: {name} must be {rule} integer, got {value!r}")
+
+
+def _kernel_pair(layer, kernel_size):
+    """(kh, kw) from an int k (a k × k kernel) or a pair."""
+    pair = tuple(kernel_size) if isinstance(kernel_size, tuple | list) else (kernel_size, kernel_size)
+    if len(pair) != 2:
+        raise ValueError(f"{layer}: kernel_size must be an int or a pair (kh, kw), got {kernel_size!r}")
+    for value in pair:
+        _check_conv_sizes(layer, kernel_size=value)
+    return int(pair[0]), int(pair[1])
+
+
+class Conv2d(Module):
+    """y = conv2d(x, W, b, stride, padding) with W of shape (out_channels, in_channels, kh, kw) (PyTorch's
+    layout): x (N, in_channels, H, W) → (N, out_channels, H', W'), H' = (H + 2·padding − kh) // stride + 1.
+
+    Initialised like :class:`Linear`: each output is a dot product of W[o] with one window of
+    fan_in = in_channels·kh·kw inputs, so W ~ U(±√(3/fan_in)) (variance 1/fan_in) keeps an output's variance
+    about that of one input. b starts at zero.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        rng=None,
+        dtype=DEFAULT_DTYPE,
+    ):
+        super().__init__()
+        _check_conv_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels, stride=stride)
+        _check_conv_sizes("Conv2d", padding=padding)
+        kh, kw = _kernel_pair("Conv2d", kernel_size)
+        rng = as_generator(rng)
+        limit = math.sqrt(3.0 / (in_channels * kh * kw))
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self.weight = Parameter(rng.uniform(-limit, limit, shape).astype(dtype))
+        self.bias = Parameter(numpy.zeros(self.out_channels, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+    def __repr__(self):
+        return (
+            f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})"
+        )
+
+
+class ConvTranspose2d(Module):
+    """y = conv_transpose2d(x, W, b, stride, padding) with W of shape (in_channels, out_channels, kh, kw)
+    (PyTorch's layout): x (N, in_channels, H, W) → (N, out_channels, (H − 1)·stride − 2·padding + kh, ...).
+
+    Initialised like :class:`Linear`, with fan_in the number of terms an output pixel sums: y[n, o, h, w]
+    adds W[c, o, ki, kj] · x[n, c, ·, ·] over the in_channels channels c and the taps (ki, kj) that land on
+    (h, w), which are ⌈kh/stride⌉·⌈kw/stride⌉ at most (exactly that inside the image when stride divides the
+    kernel, e.g. 2·2 for kernel 4 and stride 2). So fan_in = in_channels·⌈kh/s⌉·⌈kw/s⌉ and W ~ U(±√(3/fan_in))
+    gives an output about the variance of one input, the property Linear's rule is chosen for. PyTorch uses
+    weight.size(1)·kh·kw = out_channels·kh·kw instead (the fan-in of the conv2d whose input-gradient this
+    layer is): it counts the channels the layer writes, not the inputs an output reads, so for the decoder's
+    ConvTranspose2d(64, 32, 4, 2, 1) it would use 512 where 256 terms are summed.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        rng=None,
+        dtype=DEFAULT_DTYPE,
+    ):
+        super().__init__()
+        _check_conv_sizes(
+            "ConvTranspose2d", in_channels=in_channels, out_channels=out_channels, stride=stride
+        )
+        _check_conv_sizes("ConvTranspose2d", padding=padding)
+        kh, kw = _kernel_pair("ConvTranspose2d", kernel_size)
+        rng = as_generator(rng)
+        fan_in = in_channels * math.ceil(kh / stride) * math.ceil(kw / stride)
+        limit = math.sqrt(3.0 / fan_in)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)
+        shape = (self.in_channels, self.out_channels, kh, kw)
+        self.weight = Parameter(rng.uniform(-limit, limit, shape).astype(dtype))
+        self.bias = Parameter(numpy.zeros(self.out_channels, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+    def __repr__(self):
+        return (
+            f"ConvTranspose2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})"
+        )
 
 
 ACTIVATIONS = {

@@ -29,7 +29,7 @@ import tinyvae.functional as F
 from tinyvae.models.base import DecoderLikelihood, Model, check_number
 from tinyvae.models.priors import StandardNormal
 from tinyvae.models.registry import register
-from tinyvae.models.vae import VAE, GaussianEncoder, VAEConfig, make_decoder
+from tinyvae.models.vae import VAE, GaussianEncoder, VAEConfig, conv_side, make_decoder
 from tinyvae.tensor import Tensor
 
 
@@ -83,7 +83,7 @@ class CVAE(VAE):
         rng = numpy.random.default_rng(config.seed)
         n_in = config.x_dim + config.n_classes  # encoder input: [x, one_hot(y)]
         self.encoder = GaussianEncoder(
-            n_in, config.hidden, config.z_dim, config.activation, rng, config.dtype
+            n_in, config.hidden, config.z_dim, config.activation, rng, config.dtype, conv_side(config)
         )
         self.decoder = make_decoder(
             config, rng, in_dim=config.z_dim + config.n_classes

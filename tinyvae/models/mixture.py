@@ -57,6 +57,8 @@ class MixtureVAEConfig(VAEConfig):
     def validate(self):
         super().validate()
         name = type(self).__name__
+        if self.arch != "mlp":
+            raise ValueError(f"{name}: arch must be 'mlp' (the mixture encoder is an MLP), got {self.arch!r}")
         if self.mc_samples != 1:
             raise ValueError(
                 f"{name}: mc_samples must be 1, got {self.mc_samples!r}: one sample per component already"

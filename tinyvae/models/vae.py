@@ -25,11 +25,20 @@ from tinyvae.models.base import (
     LossResult,
     Model,
     ModelConfig,
+    check_choice,
     check_flag,
     check_integer,
     check_number,
     gaussian_posterior_sample,
     mlp_size_lower_bounds,
+)
+from tinyvae.models.networks import (
+    ARCHITECTURES,
+    ConvDecoder,
+    ConvEncoder,
+    check_conv_arch,
+    conv_size_lower_bounds,
+    image_side,
 )
 from tinyvae.models.priors import StandardNormal
 from tinyvae.models.registry import register
@@ -44,9 +53,14 @@ class VAEConfig(ModelConfig):
     # L, reparameterised samples per example in the Monte-Carlo estimate of E_q[log p(x|z)] (Kingma & Welling
     # 2014, eq. 10: the average over L samples; L = 1 in their experiments, and the default here).
     mc_samples: int = 1
+    # The networks: "mlp" (the hidden sizes above) or "conv" (tinyvae.models.networks: two stride-2
+    # convolutions and their transposes, for square one-channel images; hidden does not apply).
+    arch: str = "mlp"
 
     def validate(self):
         super().validate()
+        check_choice(self, "arch", ARCHITECTURES)
+        check_conv_arch(self)
         check_integer(self, "mc_samples", 1, label="mc_samples (samples per example, L)")
         check_number(self, "beta", low=0)  # a finite number: beta=inf would make every loss inf or NaN
         check_integer(self, "warmup_steps", 0)
@@ -62,20 +76,34 @@ class GaussianEncoder(nn.Module):
     1/σ² overflow float32 once |logvar| passes 88, which one bad update can cause (a huge learning rate);
     the clamp keeps them finite without a kink that would zero the gradient (the choice and its range are
     explained at ``tinyvae.ops.gaussian.LOGVAR_RANGE``).
+
+    With ``side`` given the network is :class:`tinyvae.models.networks.ConvEncoder` for side × side images
+    (the first side² inputs; any after them, a label, join before its Linear layer) instead of the MLP.
     """
 
-    def __init__(self, in_dim, hidden, z_dim, activation, rng, dtype):
+    def __init__(self, in_dim, hidden, z_dim, activation, rng, dtype, side=None):
         super().__init__()
         self.z_dim = z_dim
-        self.net = nn.MLP([in_dim, *hidden, 2 * z_dim], activation=activation, rng=rng, dtype=dtype)
+        if side is None:
+            self.net = nn.MLP([in_dim, *hidden, 2 * z_dim], activation=activation, rng=rng, dtype=dtype)
+        else:
+            self.net = ConvEncoder(side, 2 * z_dim, rng, dtype, extra=in_dim - side * side)
 
     def forward(self, x):
         stats = self.net(x)  # (B, 2Z)
         return stats[..., : self.z_dim], F.clamp_logvar(stats[..., self.z_dim :])  # μ, log σ²: (B, Z) each
 
 
+def conv_side(config):
+    """The image side the conv networks take for a config with ``arch="conv"``, else None (the MLP)."""
+    return image_side(config.x_dim) if getattr(config, "arch", "mlp") == "conv" else None
+
+
 def make_decoder(config, rng, in_dim=None):
-    """The MLP z → decoder output (logits or means), mirroring the encoder's hidden sizes."""
+    """The network z → decoder output (logits or means): the MLP mirroring the encoder's hidden sizes, or
+    with ``arch="conv"`` the transposed-convolution decoder of :mod:`tinyvae.models.networks`."""
+    if conv_side(config) is not None:
+        return ConvDecoder(in_dim or config.z_dim, conv_side(config), rng, config.dtype)
     sizes = [in_dim or config.z_dim, *reversed(config.hidden), config.x_dim]
     return nn.MLP(sizes, activation=config.activation, rng=rng, dtype=config.dtype)
 
@@ -98,7 +126,7 @@ class VAE(Model):
         super().__init__(config)
         rng = numpy.random.default_rng(config.seed)
         self.encoder = GaussianEncoder(
-            config.x_dim, config.hidden, config.z_dim, config.activation, rng, config.dtype
+            config.x_dim, config.hidden, config.z_dim, config.activation, rng, config.dtype, conv_side(config)
         )
         self.decoder = make_decoder(config, rng)
         self.likelihood = DecoderLikelihood(config)
@@ -171,5 +199,8 @@ class VAE(Model):
 
     @classmethod
     def size_lower_bounds(cls, config):
-        """The encoder's weights x_dim → hidden → z_dim (a lower bound: its output is 2·z_dim wide)."""
+        """The encoder's weights x_dim → hidden → z_dim (a lower bound: its output is 2·z_dim wide), or the
+        conv encoder's."""
+        if conv_side(config) is not None:
+            return conv_size_lower_bounds(conv_side(config), config.z_dim)
         return mlp_size_lower_bounds([[config.x_dim, *config.hidden, config.z_dim]])

@@ -47,9 +47,18 @@ from tinyvae.models.base import (
     LossResult,
     Model,
     ModelConfig,
+    check_choice,
     check_flag,
     check_number,
     mlp_size_lower_bounds,
+)
+from tinyvae.models.networks import (
+    ARCHITECTURES,
+    CodeGridDecoder,
+    CodeGridEncoder,
+    check_conv_arch,
+    conv_size_lower_bounds,
+    image_side,
 )
 from tinyvae.models.priors import UniformCodes
 from tinyvae.models.registry import register
@@ -57,11 +66,17 @@ from tinyvae.models.vae import make_decoder
 from tinyvae.tensor import Tensor
 
 
+def _is_int(value):
+    return isinstance(value, int | numpy.integer) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass
 class VQVAEConfig(ModelConfig):
     codebook_size: int = 64  # K, the number of codes
     code_dim: int | None = None  # D, the size of one code; None means z_dim
-    latent_vectors: int = 1  # L, the vectors per example: the encoder outputs L·D numbers
+    # L, the vectors per example: the encoder outputs L·D numbers. None: 1 for the MLP, and for arch "conv"
+    # the (side/4)² positions of the encoder's spatial grid (49 for MNIST), the only value it allows.
+    latent_vectors: int | None = None
     commitment: float = 0.25  # β of eq. 3, the weight of ‖z_e − sg[e]‖²
     # True: the codebook follows the encoder by moving averages (their Appendix A.1) instead of its loss term.
     # The default: with the loss term, Adam moves a code at most ~lr per step, the encoder outruns it, and at
@@ -74,14 +89,22 @@ class VQVAEConfig(ModelConfig):
     dead_code_window: int = 100  # training loss calls a code may go unchosen before it is restarted
     kmeans_init: bool = True  # k-means++ seeding of the codebook from the first training batch
 
+    # The networks: "mlp" (the hidden sizes) or "conv" (a spatial grid of codes, tinyvae.models.networks).
+    arch: str = "mlp"
+
     def __post_init__(self):
         if self.code_dim is None:
             self.code_dim = self.z_dim
+        if self.latent_vectors is None:
+            side = image_side(self.x_dim) if self.arch == "conv" and _is_int(self.x_dim) else None
+            self.latent_vectors = (side // 4) ** 2 if side else 1
         super().__post_init__()
 
     def validate(self):
         super().validate()
         name = type(self).__name__
+        check_choice(self, "arch", ARCHITECTURES)
+        check_conv_arch(self)
         for field, low in (
             ("codebook_size", 2),
             ("code_dim", 1),
@@ -91,6 +114,12 @@ class VQVAEConfig(ModelConfig):
             value = getattr(self, field)
             if not isinstance(value, int | numpy.integer) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: {field} must be an integer >= {low}, got {value!r}")
+        grid = (image_side(self.x_dim) // 4) ** 2 if self.arch == "conv" else None
+        if grid is not None and self.latent_vectors != grid:
+            raise ValueError(
+                f"{name}: with arch 'conv' the latent vectors are the encoder's {grid} grid positions, so "
+                f"latent_vectors must be {grid} (or left out), got {self.latent_vectors!r}"
+            )
         check_number(self, "commitment", low=0)
         check_number(self, "ema_decay")
         if not 0 < self.ema_decay < 1:
@@ -173,15 +202,21 @@ class VQVAE(Model):
         c = config
         self.num_codes, self.code_dim, self.num_vectors = c.codebook_size, c.code_dim, c.latent_vectors
         latent_size = c.latent_vectors * c.code_dim  # L·D numbers per example
-        self.encoder = nn.MLP(
-            [c.x_dim, *c.hidden, latent_size], activation=c.activation, rng=rng, dtype=c.dtype
-        )
+        if c.arch == "conv":
+            self.encoder = CodeGridEncoder(image_side(c.x_dim), c.code_dim, rng, c.dtype)
+        else:
+            self.encoder = nn.MLP(
+                [c.x_dim, *c.hidden, latent_size], activation=c.activation, rng=rng, dtype=c.dtype
+            )
         # A small uniform start (±1/K); with kmeans_init the first training batch replaces it.
         codes = rng.uniform(-1.0 / c.codebook_size, 1.0 / c.codebook_size, (c.codebook_size, c.code_dim))
         codes = codes.astype(c.dtype)  # (K, D)
         # With EMA the codebook has no gradient and no optimiser may touch it, so it is not a parameter.
         self.codebook = Tensor(codes) if c.ema else nn.Parameter(codes)
-        self.decoder = make_decoder(c, rng, in_dim=latent_size)
+        if c.arch == "conv":
+            self.decoder = CodeGridDecoder(image_side(c.x_dim), c.code_dim, rng, c.dtype)
+        else:
+            self.decoder = make_decoder(c, rng, in_dim=latent_size)
         self.likelihood = DecoderLikelihood(c)
         # EMA statistics: every code starts as if it had been assigned one vector, itself (N_k = 1,
         # M_k = e_k), so the first update averages the old code with its new members (no division by 0).
@@ -372,7 +407,11 @@ class VQVAE(Model):
 
     @classmethod
     def size_lower_bounds(cls, config):
-        """The encoder's weights x_dim → hidden → L·D, and the codebook (K, D)."""
+        """The encoder's weights x_dim → hidden → L·D (or the conv grid encoder's) and the codebook (K, D)."""
+        if config.arch == "conv":
+            largest, total = conv_size_lower_bounds(image_side(config.x_dim), 0)
+            codebook = config.codebook_size * config.code_dim
+            return max(largest, codebook), total + codebook
         chain = [config.x_dim, *config.hidden, config.latent_vectors * config.code_dim]
         return mlp_size_lower_bounds([chain], extra_arrays=[config.codebook_size * config.code_dim])
 

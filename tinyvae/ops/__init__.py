@@ -4,6 +4,7 @@
 """
 
 from tinyvae.ops.attention import causal_attention, embedding, layer_norm
+from tinyvae.ops.conv import conv2d, conv_transpose2d
 from tinyvae.ops.elementwise import (
     add,
     div,
@@ -34,6 +35,8 @@ __all__ = [
     "causal_attention",
     "clamp_logvar",
     "concatenate",
+    "conv2d",
+    "conv_transpose2d",
     "div",
     "embedding",
     "exp",
