@@ -5,8 +5,9 @@ loops on first use. Kernels sit below the ops: nothing here imports ``tinyvae`` 
 
 Routed into the engine: ``nearest_code`` (behind ``F.vector_quantize``), ``adam_update`` (behind
 ``tv.optim.Adam``), ``bernoulli_parts`` (the fast path of ``F.bernoulli_log_prob``, forward and backward:
-NumPy keeps the transcendentals, numba fuses the arithmetic around them into one pass) and ``relu``
-(``F.relu`` forward and backward, one pass each).
+NumPy keeps the transcendentals, numba fuses the arithmetic around them into one pass), ``relu``
+(``F.relu`` forward and backward, one pass each) and ``im2col`` (``im2col``/``col2im``, behind
+``F.conv2d`` and ``F.conv_transpose2d``).
 
 Written, tested against their references and measured, but not routed: ``unrouted/`` (``bernoulli``,
 ``logsumexp``, ``gaussian``); its README.md says why each lost to NumPy or has no op to serve.
