@@ -293,7 +293,8 @@ DATA = {
     ),
     "unknown dataset": (
         lambda tmp_path, mp: data.load_dataset("cifar10"),
-        "unknown dataset 'cifar10'; valid names are: mnist5k, mnist, fashion-mnist, ring, moons, pinwheel",
+        "unknown dataset 'cifar10'; valid names are: mnist5k, mnist, fashion-mnist, shapes, ring, moons, "
+        "pinwheel",
     ),
     "unknown split": (lambda tmp_path, mp: data.load_dataset("ring", "val"), "unknown split 'val'"),
     "unknown pixels": (

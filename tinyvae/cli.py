@@ -432,7 +432,7 @@ def _load_run(args):
 
 
 def command_evaluate(args):
-    from tinyvae import evaluate
+    from tinyvae import disentanglement, evaluate
     from tinyvae.train import atomic_write_bytes
 
     model, meta, _, test, rng = _load_run(args)
@@ -440,7 +440,9 @@ def command_evaluate(args):
     labels = None if test.labels is None else test.labels[: len(x)]
     y = labels if model.conditional else None
     report = {"checkpoint": args.checkpoint, "epoch": meta.get("epoch"), "examples": int(len(x))}
-    report.update(evaluate.report(model, x, k=args.k, rng=rng, y=y))
+    factors = None if test.factors is None else test.factors[: len(x)]  # known for the shapes: MIG, SAP
+    categorical = disentanglement.categorical_columns(test)
+    report.update(evaluate.report(model, x, args.k, rng, y, factors=factors, categorical=categorical))
     if model.latent_kind == "discrete":
         report.update(_code_prior_report(args, model, meta, x))
     if report.get("mutual_information_saturated"):

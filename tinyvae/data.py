@@ -8,7 +8,8 @@
         ...
 
 Every dataset is a :class:`Dataset`: ``x`` float32 (N, D), ``labels`` int64 (N,), and a seeded minibatch
-iterator. Models consume ``x`` directly (``models.build("vae", x_dim=train.x.shape[1], ...)``).
+iterator; a dataset with known generating factors (``shapes``) also carries ``factors`` (N, F) int64 and
+``factor_names``. Models consume ``x`` directly (``models.build("vae", x_dim=train.x.shape[1], ...)``).
 
 **Names** (:data:`DATASETS`)
 
@@ -23,6 +24,11 @@ iterator. Models consume ``x`` directly (``models.build("vae", x_dim=train.x.sha
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each raw or ``.gz``),
   read by our own :func:`read_idx` from ``data_dir``, else ``$TINYVAE_DATA``, else
   ``~/.cache/tinyvae/<name>/``; :func:`download` fetches them (``tinyvae download mnist``).
+* ``shapes`` — generated, no download: dSprites-like 28×28 pictures of a square, an ellipse or a heart
+  from five known factors (shape, scale, rotation, x, y), 9,000 train and 1,000 test drawn from the
+  28,224-image factor grid without overlap (:mod:`tinyvae.shapes`). ``labels`` is the shape index;
+  ``factors`` (N, 5) holds every factor's index and ``factor_names`` their names, for the disentanglement
+  scores of :mod:`tinyvae.disentanglement`.
 * ``ring``, ``moons``, ``pinwheel`` — 2-D toys generated in code, with the mode / moon / arm index as label;
   train (10,000 points) and test (2,000 points) are drawn from different fixed seeds (:data:`TOY_SEEDS`).
 
@@ -60,7 +66,9 @@ from pathlib import Path
 
 import numpy
 
-IMAGE_DATASETS = ("mnist5k", "mnist", "fashion-mnist")
+from tinyvae import shapes
+
+IMAGE_DATASETS = ("mnist5k", "mnist", "fashion-mnist", "shapes")
 TOY_DATASETS = ("ring", "moons", "pinwheel")
 DATASETS = IMAGE_DATASETS + TOY_DATASETS
 SPLITS = ("train", "test")
@@ -74,7 +82,15 @@ STATIC_BINARIZATION_SEED = 1234  # the one Bernoulli draw behind pixels="binariz
 TOY_SEEDS = {"train": 0, "test": 1}  # a toy's train and test points come from different seeds
 TOY_SIZES = {"train": 10_000, "test": 2_000}
 MAX_TOY_POINTS = 10_000_000  # 80 MB of float32 points: a toy asked for more is a typo, not a dataset
-N_CLASSES = {"mnist5k": 10, "mnist": 10, "fashion-mnist": 10, "ring": 8, "moons": 2, "pinwheel": 5}
+N_CLASSES = {
+    "mnist5k": 10,
+    "mnist": 10,
+    "fashion-mnist": 10,
+    "shapes": 3,
+    "ring": 8,
+    "moons": 2,
+    "pinwheel": 5,
+}
 
 # The standard file names, each looked for raw or gzipped.
 IDX_FILES = {
@@ -128,6 +144,8 @@ class Dataset:
     pixels: str  # a mode from PIXEL_MODES ("continuous" for the toys)
     image_shape: tuple | None  # (28, 28) for images, None for the 2-D toys
     n_classes: int | None  # number of label values
+    factors: numpy.ndarray | None = None  # (N, F) int64 index of each generating factor (shapes), or None
+    factor_names: tuple | None = None  # the F factors' names, e.g. ("shape", "scale", "rotation", "x", "y")
 
     def __len__(self):
         return self.x.shape[0]
@@ -230,21 +248,31 @@ def load_dataset(name, split="train", pixels=None, rng=None, data_dir=None, n=No
             raise DataError(f"{name} is a 2-D toy of real-valued points: only pixels='continuous' applies")
         x, labels = make_toy(name, split, rng=rng, n=n)
         return Dataset(x, labels, name, split, "continuous", None, N_CLASSES[name])
-    if name == "mnist5k":
+    factors = factor_names = None
+    if name == "shapes":
+        x, factors = shapes.make_split(split)  # (N, 784) grey levels in [0, 1], (N, 5) factor indices
+        labels, factor_names = factors[:, 0], shapes.FACTOR_NAMES  # the label is the shape
+    elif name == "mnist5k":
         images, labels = mnist5k_split(split)
     else:
         images, labels = load_idx_split(name, split, data_dir)
     if n is not None:
         if n > len(labels):
             raise DataError(f"{name}: n={n} but the {split} split has only {len(labels)} examples")
-        images, labels = images[:n], labels[:n]
-    x = images.reshape(len(images), -1).astype(numpy.float32) / numpy.float32(255)  # (N, 784) in [0, 1]
+        labels = labels[:n]
+        if factors is None:
+            images = images[:n]
+        else:
+            x, factors = x[:n], factors[:n]
+    if factors is None:
+        x = images.reshape(len(images), -1).astype(numpy.float32) / numpy.float32(255)  # (N, 784) in [0, 1]
     if pixels == "binarized-static":
         # One draw for the whole split; rows are drawn in order, so the first n rows are the same draw
         # whatever n is.
         static_rng = numpy.random.default_rng(STATIC_BINARIZATION_SEED) if rng is None else rng
         x = bernoulli(x, _generator(static_rng, "load_dataset"))
-    return Dataset(x, labels.astype(numpy.int64), name, split, pixels, (28, 28), N_CLASSES[name])
+    labels = labels.astype(numpy.int64)
+    return Dataset(x, labels, name, split, pixels, (28, 28), N_CLASSES[name], factors, factor_names)
 
 
 @lru_cache(maxsize=1)

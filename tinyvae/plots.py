@@ -8,6 +8,7 @@ is untouched and nothing needs closing. Axes and titles are labelled so that eac
 * :func:`samples_grid` — decoder means of prior samples.
 * :func:`latent_scatter` — latent means coloured by label (2-D latents directly, else the first two PCs).
 * :func:`manifold` — the decoder over a grid of the central 90% of N(0, 1) per axis, for 2-D latents.
+* :func:`latent_traversal` — each latent dimension swept over the prior with the others held fixed.
 * :func:`interpolation_strip` — decoded points along the latent path between two examples.
 * :func:`training_curves` — ELBO, reconstruction and KL per epoch, train and test, from metrics rows.
 * :func:`kl_per_dimension_bars` — KL(q(z_j|x) ‖ N(0, 1)) per dimension with the active units marked.
@@ -259,6 +260,67 @@ def manifold(model, path, image_shape=(28, 28), grid=15, y=None):
         ax.set_xlabel(f"z₁ (quantiles 5% … 95% of the prior, {model.prior.description})")
         ax.set_ylabel(f"z₂ (quantiles 5% … 95% of the prior, {model.prior.description})")
     ax.set_title(f"{model.name}: decoded latent grid E[x|z]{condition}")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+TRAVERSAL_QUANTILES = (0.05, 0.95)  # the central 90% of the prior on each axis, as in the manifold
+
+
+def traversal_images(model, x, steps=9, y=None):
+    """The decoded latent traversal of the first example of ``x``, and what orders its rows.
+
+    z* = ``model.latent_mean(x[0])``; for each latent dimension j, z_j takes ``steps`` values from the 5% to
+    the 95% quantile of the prior's marginal (``model.prior.quantile``) while the other coordinates stay at
+    z*, and each point is decoded (Higgins et al. 2017, Fig. 1 and 7, traverse a latent this way). Rows are
+    sorted by the activity of each dimension: the variance over the examples ``x`` of their posterior means
+    (Burda et al. 2016, Sec. 5.2's measure of an active unit), largest first — a dimension the encoder
+    ignores decodes to one picture along its row and lands at the bottom.
+
+    Returns ``(images, dims, values, activity)``: images (Z, steps, x_dim), row r sweeping dimension
+    ``dims[r]``; values (steps, Z), the value of z_j at step i is ``values[i, j]``; activity (Z,) per
+    dimension (unsorted). ``y``: one label, for a conditional model.
+    """
+    if model.latent_kind != "gaussian":
+        raise TypeError(
+            f"latent_traversal: {model.name!r} has a {model.latent_kind} latent; a traversal sweeps one "
+            'coordinate of a continuous latent with a prior over it (latent_kind == "gaussian")'
+        )
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"latent_traversal: steps must be an integer >= 2, got {steps!r}")
+    data = model.check_x(x)
+    labels = None if y is None else numpy.full(data.shape[0], int(y))
+    with no_grad():
+        means = _numpy(model.latent_mean(data, model.check_y(labels, data.shape[0])))  # (N, Z)
+    z_dim = means.shape[1]
+    activity = means.var(axis=0) if len(means) > 1 else numpy.zeros(z_dim)  # (Z,)
+    dims = numpy.argsort(-activity, kind="stable")  # most active first
+    values = _numpy(model.prior.quantile(numpy.linspace(*TRAVERSAL_QUANTILES, steps)))  # (steps, Z)
+    z = numpy.repeat(means[:1], z_dim * steps, axis=0).reshape(z_dim, steps, z_dim)  # (row, step, Z)
+    for row, j in enumerate(dims):
+        z[row, :, j] = values[:, j]
+    decode_labels = None if y is None else numpy.full(z_dim * steps, int(y))
+    decoded = _numpy(model.decode(z.reshape(-1, z_dim).astype(model.dtype), decode_labels))
+    return decoded.reshape(z_dim, steps, -1), dims, values, activity
+
+
+def latent_traversal(model, x, path, steps=9, y=None, image_shape=(28, 28)):
+    """One row per latent dimension, its value swept over the prior's central 90% while the others stay at
+    the first example's posterior mean; rows sorted by how much each dimension varies over the examples
+    ``x`` (see :func:`traversal_images`). A disentangled model changes one factor of the picture per row."""
+    image_shape = _check_image_shape("latent_traversal", model, image_shape)
+    if image_shape is None:
+        raise ValueError("latent_traversal: draws images; pass image_shape (for example (28, 28))")
+    images, dims, _, activity = traversal_images(model, x, steps, y)
+    z_dim = len(dims)
+    figure = _figure(max(4.0, 0.45 * steps + 2.5), max(3.0, 0.45 * z_dim + 1.2))
+    ax = figure.add_subplot()
+    rows = [f"z{j + 1} (var {activity[j]:.2f})" for j in dims]
+    quantiles = [f"{q:.0%}" for q in numpy.linspace(*TRAVERSAL_QUANTILES, steps)]
+    canvas = _mosaic(images.reshape(z_dim * steps, -1), z_dim, steps, image_shape)
+    _show_mosaic(ax, canvas, image_shape, rows, quantiles)
+    ax.set_xlabel(f"the swept coordinate at these quantiles of the prior ({model.prior.description})")
+    ax.set_title(f"{model.name}: latent traversals of one test example, most active dimension first")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -592,6 +654,7 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
     manifold.png                z_dim == 2 and ``model.latent_kind == "gaussian"`` (a continuous latent
                                 that the decoder reads directly, with a prior over it)
     interpolation.png           always (two test examples; for a conditional model of one class)
+    traversal.png               images and ``model.latent_kind == "gaussian"`` (one row per dimension)
     training_curves.png         when ``metrics_rows`` has any
     kl_per_dimension.png        diagonal-Gaussian posterior, N(0, I) prior (``evaluate.has_closed_form_kl``)
     posterior.png               2-D toy data, z_dim == 2, a posterior sampler (``posterior_description``)
@@ -632,6 +695,13 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
         label = int(labels[a]) if conditional else None
         strip = out_dir / "interpolation.png"
         written.append(interpolation_strip(model, x[a], x[b], strip, image_shape=image_shape, y=label))
+    if image_shape is not None and model.latent_kind == "gaussian" and len(x):
+        # A conditional model traverses under the first example's label, among the examples of that label.
+        label = None if not conditional else int(labels[0])
+        same = x if not conditional else x[labels == label]
+        written.append(
+            latent_traversal(model, same, out_dir / "traversal.png", image_shape=image_shape, y=label)
+        )
     if metrics_rows:
         written.append(training_curves(metrics_rows, out_dir / "training_curves.png"))
     if evaluate.has_closed_form_kl(model) and len(x) >= 2:

@@ -45,6 +45,7 @@ FIGURE_NAMES = (
     "latent_scatter.png",
     "manifold.png",
     "interpolation.png",
+    "traversal.png",
     "training_curves.png",
     "kl_per_dimension.png",
     "codebook_usage.png",
