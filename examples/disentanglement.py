@@ -14,6 +14,14 @@ press every dimension of q(z|x) towards the factorised prior, and the β-TC-VAE 
 correlation only), which penalises only the dependence between dimensions. The price is reconstruction:
 the table reports −E_q[log p(x|z)] on the test split beside the scores, and each model's traversal figure
 shows what its most active dimensions do (rows: one dimension swept over the prior's central 90%).
+
+What it shows at this size (25 epochs of 9,000 images, ~1,800 steps; seeds 0, 1, 2): the reconstruction
+price is certain (24.3 / 24.8 / 24.6 nats for the VAE, 38.1 / 38.5 / 38.8 at β = 4, 50.7 / 52.2 / 53.3 at
+β = 8), the disentanglement is not: MIG 0.059 / 0.006 / 0.018 for the VAE, 0.059 / 0.032 / 0.029 at β = 4,
+0.039 / 0.038 / 0.021 at β = 8 and 0.159 / 0.042 / 0.015 for the β-TC-VAE: differences within the spread
+between seeds. That is the seeds' question "does β-VAE improve?" answered honestly for a short run: a
+heavier KL buys a blurrier code for certain and a cleaner one only sometimes (Locatello et al. 2019 found
+the same at scale: seeds matter more than β). The traversals show position (x, y) captured first.
 """
 
 from __future__ import annotations

@@ -159,12 +159,14 @@ def _kl_direction(n):
 
 def _disentanglement(n):
     """Each score lies in [0, 1], and a heavier KL costs reconstruction: β = 8 reconstructs worse than the
-    VAE, in the quick run too; the full run also shows the β-VAE (β = 4) above the VAE on MIG."""
+    VAE, in the quick run too, and at full size the price rises with β (VAE < β = 4 < β = 8 in nats, at every
+    seed measured). The MIG ordering is not asserted: at this size it is within the spread between seeds
+    (the example's docstring and benchmarks/RESULTS.md, "Teaching labs")."""
     for key in ("vae", "beta4", "beta8", "tc4"):
         assert 0.0 <= n[f"mig_{key}"] <= 1.0 and 0.0 <= n[f"sap_{key}"] <= 1.0, n
     assert n["recon_beta8"] > n["recon_vae"], n
     if n["full_size"]:
-        assert n["mig_beta4"] > n["mig_vae"], n
+        assert n["recon_vae"] < n["recon_beta4"] < n["recon_beta8"], n
 
 
 def _posterior_collapse(n):
