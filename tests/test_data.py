@@ -324,9 +324,28 @@ def test_missing_files_say_where_we_looked_and_how_to_get_them(tmp_path, monkeyp
 
     monkeypatch.delenv("TINYVAE_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(data, "SYSTEM_DATASETS", tmp_path / "usr-share-datasets")  # no Debian package here
     with pytest.raises(DataError, match="fashion-mnist: could not find the test files") as error:
         data.load_dataset("fashion-mnist", "test")
-    assert str(tmp_path / ".cache" / "tinyvae" / "fashion-mnist") in str(error.value)
+    message = str(error.value)
+    assert str(tmp_path / ".cache" / "tinyvae" / "fashion-mnist") in message
+    assert f"{tmp_path / 'usr-share-datasets' / 'fashion-mnist'} (does not exist)" in message
+    assert "`apt-get install dataset-fashion-mnist`" in message
+
+
+def test_the_debian_folder_comes_after_the_users_own_places_and_not_after_data_dir(tmp_path, monkeypatch):
+    """Default: the download cache, then /usr/share/datasets/<name>; with TINYVAE_DATA: its folders, then the
+    Debian one; with an explicit data_dir, only that folder (and its <name> subfolder)."""
+    monkeypatch.delenv("TINYVAE_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    system = data.SYSTEM_DATASETS / "fashion-mnist"
+    assert data.search_dirs("fashion-mnist") == [tmp_path / ".cache" / "tinyvae" / "fashion-mnist", system]
+    monkeypatch.setenv("TINYVAE_DATA", str(tmp_path / "mine"))
+    assert data.search_dirs("fashion-mnist")[-1] == system
+    assert data.search_dirs("fashion-mnist", data_dir=tmp_path / "d") == [
+        tmp_path / "d",
+        tmp_path / "d" / "fashion-mnist",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------

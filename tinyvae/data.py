@@ -121,6 +121,28 @@ SHA256 = {
     },
 }
 DOWNLOAD_TIMEOUT_S = 60
+# Debian's dataset packages install the original IDX .gz files here, one folder per dataset.
+SYSTEM_DATASETS = Path("/usr/share/datasets")
+DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+# Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1) recompressed the files: its .gz differ byte-wise
+# from upstream's (SHA256 above), so `tinyvae download`'s digests cannot check them. Their SHA-256, of the
+# .gz as packaged and of the decompressed IDX contents, recorded 2026-11-27:
+DEBIAN_SHA256 = {
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    }
+}
+DEBIAN_IDX_SHA256 = {  # the same files decompressed: what a reader sees (upstream's raw digests not recorded)
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    }
+}
 
 
 class DataError(ValueError):
@@ -478,22 +500,26 @@ def _read_into(stream, array):
 def search_dirs(name, data_dir=None):
     """Where the IDX files of ``name`` are looked for, in order.
 
-    ``data_dir`` (and ``data_dir/<name>``) when given; otherwise ``$TINYVAE_DATA`` (and
-    ``$TINYVAE_DATA/<name>``) when set; otherwise the download cache ``~/.cache/tinyvae/<name>``. A
-    ``data_dir`` or ``$TINYVAE_DATA`` that is a file is refused here, by name: it can hold no IDX files.
+    ``data_dir`` (and ``data_dir/<name>``) when given, and nowhere else (an explicit folder is meant);
+    otherwise ``$TINYVAE_DATA`` (and ``$TINYVAE_DATA/<name>``) when set, or else the download cache
+    ``~/.cache/tinyvae/<name>``, and after those the system-wide folder of Debian's dataset packages,
+    ``/usr/share/datasets/<name>`` (:data:`SYSTEM_DATASETS`; ``apt-get install dataset-fashion-mnist`` puts
+    the four files there). A ``data_dir`` or ``$TINYVAE_DATA`` that is a file is refused here, by name: it
+    can hold no IDX files.
     """
+    system = SYSTEM_DATASETS / name
     if data_dir is not None:
         root, given = Path(data_dir), "data_dir (--data-dir)"
     elif os.environ.get("TINYVAE_DATA"):
         root, given = Path(os.environ["TINYVAE_DATA"]), "TINYVAE_DATA"
     else:
-        return [cache_dir(name)]
+        return [cache_dir(name), system]
     if _describe(root) == "a file, not a folder":
         raise DataError(
             f"{name}: {given} is {root}, which is a file, not a folder; expected the folder that holds "
             f"the IDX files ({IDX_FILES['train'][0]}[.gz] and the like)"
         )
-    return [root, root / name]
+    return [root, root / name] if data_dir is not None else [root, root / name, system]
 
 
 def cache_dir(name):
@@ -554,7 +580,18 @@ def find_idx_files(name, split, data_dir=None):
         f"{name}: could not find the {split} files {stems[0]}[.gz] and {stems[1]}[.gz]. "
         f"Looked in:\n{looked}\nGet them with `tinyvae download {name}` (saves to {cache}), or "
         "copy the four IDX files into one of those folders (or pass data_dir= / --data-dir, or set "
-        "TINYVAE_DATA)."
+        f"TINYVAE_DATA).{_debian_hint(name)}"
+    )
+
+
+def _debian_hint(name):
+    """Where Debian packages the dataset, a sentence for the not-found message (offline installs)."""
+    package = DEBIAN_PACKAGES.get(name)
+    if package is None:
+        return ""
+    return (
+        f" Offline, on Debian or Ubuntu: `apt-get install {package}` puts them in "
+        f"{SYSTEM_DATASETS / name}, where tinyvae looks by default."
     )
 
 
