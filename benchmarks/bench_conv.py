@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 
-from _machine import cpu_model, fresh_process_environment  # benchmarks/ is on sys.path when a script runs
+from _machine import (
+    cpu_model,
+    median_ms_alternating,
+    print_step_rows,
+)  # benchmarks/ is on sys.path when a script runs
 
 
 def worker(batch, steps):
@@ -100,18 +101,7 @@ def worker(batch, steps):
             torch_optimizer.step()
 
         steps_by_name["torch"] = torch_step
-    for step in steps_by_name.values():
-        for _ in range(5):
-            step()
-    times = {name: [] for name in steps_by_name}
-    names = list(steps_by_name)
-    for round_index in range(steps // 5):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            for _ in range(5):
-                start = time.perf_counter()
-                steps_by_name[name]()
-                times[name].append(time.perf_counter() - start)
-    print(json.dumps({name: 1e3 * float(np.median(t)) for name, t in times.items()}))
+    print(json.dumps(median_ms_alternating(steps_by_name, steps)))
 
 
 def main():
@@ -130,26 +120,7 @@ def main():
         "| numpy backend ms | numba / numpy backend |"
     )
     print("|---|---|---|---|---|---|")
-    for threads in args.threads.split(","):
-        env = fresh_process_environment(
-            {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
-        )
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--batch",
-            str(args.batch),
-            "--steps",
-            str(args.steps),
-        ]
-        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        ms = json.loads(out.stdout.strip().splitlines()[-1])
-        torch_ms = ms.get("torch")
-        ratio = "—" if torch_ms is None else f"{ms['tinyvae'] / torch_ms:.2f}×"
-        torch_cell = "not installed" if torch_ms is None else f"{torch_ms:.1f}"
-        backends = f"{ms['tinyvae-numpy']:.1f} | {ms['tinyvae'] / ms['tinyvae-numpy']:.2f}×"
-        print(f"| {threads} | {ms['tinyvae']:.1f} | {torch_cell} | {ratio} | {backends} |")
+    print_step_rows(__file__, ["--batch", args.batch, "--steps", args.steps], args.threads)
 
 
 if __name__ == "__main__":
