@@ -153,7 +153,37 @@ def _kernel_pair(layer, kernel_size):
     return int(pair[0]), int(pair[1])
 
 
-class Conv2d(Module):
+class _ConvLayer(Module):
+    """What Conv2d and ConvTranspose2d share: argument checks, the weight drawn U(±√(3/fan_in)) as in
+    :class:`Linear`, a zero bias, the repr. A subclass gives ``op`` (the functional op), ``weight_shape``
+    (its layout) and ``fan_in`` (the inputs one output sums, which is where the two differ)."""
+
+    op = None
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype):
+        super().__init__()
+        name = type(self).__name__
+        _check_conv_sizes(name, in_channels=in_channels, out_channels=out_channels, stride=stride)
+        _check_conv_sizes(name, padding=padding)
+        kh, kw = _kernel_pair(name, kernel_size)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)
+        limit = math.sqrt(3.0 / self.fan_in())
+        shape = self.weight_shape()
+        self.weight = Parameter(as_generator(rng).uniform(-limit, limit, shape).astype(dtype))
+        self.bias = Parameter(numpy.zeros(self.out_channels, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        return self.op(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})"
+        )
+
+
+class Conv2d(_ConvLayer):
     """y = conv2d(x, W, b, stride, padding) with W of shape (out_channels, in_channels, kh, kw) (PyTorch's
     layout): x (N, in_channels, H, W) → (N, out_channels, H', W'), H' = (H + 2·padding − kh) // stride + 1.
 
@@ -161,6 +191,8 @@ class Conv2d(Module):
     fan_in = in_channels·kh·kw inputs, so W ~ U(±√(3/fan_in)) (variance 1/fan_in) keeps an output's variance
     about that of one input. b starts at zero.
     """
+
+    op = staticmethod(F.conv2d)
 
     def __init__(
         self,
@@ -173,29 +205,17 @@ class Conv2d(Module):
         rng=None,
         dtype=DEFAULT_DTYPE,
     ):
-        super().__init__()
-        _check_conv_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels, stride=stride)
-        _check_conv_sizes("Conv2d", padding=padding)
-        kh, kw = _kernel_pair("Conv2d", kernel_size)
-        rng = as_generator(rng)
-        limit = math.sqrt(3.0 / (in_channels * kh * kw))
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        self.weight = Parameter(rng.uniform(-limit, limit, shape).astype(dtype))
-        self.bias = Parameter(numpy.zeros(self.out_channels, dtype=dtype)) if bias else None
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype)
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels, *self.kernel_size)
 
-    def __repr__(self):
-        return (
-            f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})"
-        )
+    def fan_in(self):
+        kh, kw = self.kernel_size
+        return self.in_channels * kh * kw
 
 
-class ConvTranspose2d(Module):
+class ConvTranspose2d(_ConvLayer):
     """y = conv_transpose2d(x, W, b, stride, padding) with W of shape (in_channels, out_channels, kh, kw)
     (PyTorch's layout): x (N, in_channels, H, W) → (N, out_channels, (H − 1)·stride − 2·padding + kh, ...).
 
@@ -209,6 +229,8 @@ class ConvTranspose2d(Module):
     ConvTranspose2d(64, 32, 4, 2, 1) it would use 512 where 256 terms are summed.
     """
 
+    op = staticmethod(F.conv_transpose2d)
+
     def __init__(
         self,
         in_channels,
@@ -220,29 +242,14 @@ class ConvTranspose2d(Module):
         rng=None,
         dtype=DEFAULT_DTYPE,
     ):
-        super().__init__()
-        _check_conv_sizes(
-            "ConvTranspose2d", in_channels=in_channels, out_channels=out_channels, stride=stride
-        )
-        _check_conv_sizes("ConvTranspose2d", padding=padding)
-        kh, kw = _kernel_pair("ConvTranspose2d", kernel_size)
-        rng = as_generator(rng)
-        fan_in = in_channels * math.ceil(kh / stride) * math.ceil(kw / stride)
-        limit = math.sqrt(3.0 / fan_in)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)
-        shape = (self.in_channels, self.out_channels, kh, kw)
-        self.weight = Parameter(rng.uniform(-limit, limit, shape).astype(dtype))
-        self.bias = Parameter(numpy.zeros(self.out_channels, dtype=dtype)) if bias else None
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype)
 
-    def forward(self, x):
-        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+    def weight_shape(self):
+        return (self.in_channels, self.out_channels, *self.kernel_size)
 
-    def __repr__(self):
-        return (
-            f"ConvTranspose2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})"
-        )
+    def fan_in(self):
+        kh, kw = self.kernel_size
+        return self.in_channels * math.ceil(kh / self.stride) * math.ceil(kw / self.stride)
 
 
 ACTIVATIONS = {
