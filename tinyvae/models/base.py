@@ -108,6 +108,26 @@ def check_sizes(config, field, example="(400,) or (512, 256)"):
         raise ValueError(f"{name}: {field} sizes must be positive, got {value}")
 
 
+def config_from_dict(cls, values):
+    """``cls(**values)`` for a config dataclass, after refusing a non-dict, unknown fields and missing
+    required ones with a ValueError naming them (the field checks are the config's own ``validate``)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{cls.__name__}.from_dict: values must be a dict of fields, got {_a(values)}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known fields are {sorted(known)}")
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise ValueError(f"{cls.__name__}.from_dict: missing required fields {missing}")
+    return cls(**values)
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """The settings a model is built from; saved with checkpoints so a model can be rebuilt from disk."""
@@ -147,21 +167,7 @@ class ModelConfig:
     def from_dict(cls, values):
         """The config from a dict of its fields (as ``to_dict`` writes it); unknown or missing fields and
         bad values are refused with a ValueError naming them."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"{cls.__name__}.from_dict: values must be a dict of fields, got {_a(values)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known fields are {sorted(known)}")
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        missing = [name for name in required if name not in values]
-        if missing:
-            raise ValueError(f"{cls.__name__}.from_dict: missing required fields {missing}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 class LossResult:

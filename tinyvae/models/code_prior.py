@@ -36,7 +36,6 @@ import numbers
 import os
 import zipfile
 import zlib
-from collections.abc import Mapping
 
 import numpy
 
@@ -45,7 +44,7 @@ from tinyvae import checkpoint, nn, optim
 from tinyvae.autodiff import no_grad
 from tinyvae.checkpoint import CheckpointError
 from tinyvae.files import atomic_write_bytes
-from tinyvae.models.base import _a, _is_integer, check_choice, check_integer
+from tinyvae.models.base import _a, _is_integer, check_choice, check_integer, config_from_dict
 from tinyvae.models.priors import Prior
 from tinyvae.tensor import Tensor
 
@@ -91,22 +90,7 @@ class CodePriorConfig:
     def from_dict(cls, values):
         """The config from a dict of its fields (as ``to_dict`` writes it); unknown or missing fields and
         bad values are refused with a ValueError naming them."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"{cls.__name__}.from_dict: values must be a dict of fields, got {_a(values)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known fields are {sorted(known)}")
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-            and f.name not in values
-        ]
-        if missing:
-            raise ValueError(f"{cls.__name__}.from_dict: missing required fields {missing}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 # ---------------------------------------------------------------------------------------------------------
