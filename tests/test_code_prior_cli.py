@@ -18,7 +18,7 @@ import zipfile
 import numpy
 import pytest
 
-from tinyvae import cli, rundir
+from tinyvae import backend, cli, rundir
 from tinyvae.models import code_prior
 from tinyvae.models.code_prior import CodePriorConfig, TransformerCodePrior, load_prior, save_prior
 
@@ -107,7 +107,7 @@ def test_train_prior_has_help_with_an_example():
 
 
 def test_blas_threads_sets_and_restores_the_count():
-    library = code_prior._openblas()
+    library = backend.openblas_thread_control()
     if library is None:
         pytest.skip("the loaded BLAS is not an OpenBLAS that can be asked")
     get, _ = library

@@ -214,27 +214,103 @@ _OPENBLAS_CORENAME_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scip
 )
 
 
+def _loaded_openblas_libraries():
+    """Each OpenBLAS shared library this process has mapped (found in /proc/self/maps), opened with
+    ctypes; nothing outside Linux."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            mapped_files = {line.split()[-1] for line in maps}
+    except OSError:  # not Linux
+        return
+    for path in sorted(path for path in mapped_files if "openblas" in path.lower() and ".so" in path):
+        try:
+            yield ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def openblas_kernels() -> str | None:
     """The kernel family the loaded OpenBLAS runs (e.g. ``"Haswell"``), or None where it cannot be asked.
 
     See :mod:`tinyvae.blas_tuning` for why this matters on some CPUs.
     """
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            mapped_files = {line.split()[-1] for line in maps}
-        paths = sorted(path for path in mapped_files if "openblas" in path.lower() and ".so" in path)
-    except OSError:  # not Linux
-        return None
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for library in _loaded_openblas_libraries():
         for symbol in _OPENBLAS_CORENAME_SYMBOLS:
             corename = getattr(library, symbol, None)
             if corename is not None:
                 corename.restype = ctypes.c_char_p
                 return corename().decode()
+    return None
+
+
+_OPENBLAS_THREAD_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scipy-openblas, 64-bit ints)
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+def openblas_thread_control():
+    """(get_num_threads, set_num_threads) of the OpenBLAS this process has loaded, or None."""
+    for library in _loaded_openblas_libraries():
+        for get_name, set_name in _OPENBLAS_THREAD_SYMBOLS:
+            get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(count):
+    """Run the block with OpenBLAS (the BLAS inside NumPy's wheels) on ``count`` threads, then restore its
+    count; a no-op where the loaded BLAS is not an OpenBLAS that can be asked.
+
+    Why: the prior's matrices are small (a batch of 128 sequences of 16 codes is 2,048 × 64 by 64 × 64), and
+    OpenBLAS's threads cost more than they save on them. Measured on a 2-vCPU AMD EPYC (CPU family 26) with
+    another process busy on one core, one epoch of the default prior (4,500 sequences of L = 16 codes):
+    1.05-1.1 s on one thread against 11-14 s on two (K = 64 and K = 32, 2026-11-27). ``tinyvae
+    train-prior``, :class:`LearnedCodes` and ``examples/vqvae_prior.py`` run the prior inside it.
+    """
+    library = openblas_thread_control()
+    if library is None:
+        yield
+        return
+    get, set_ = library
+    previous = int(get())
+    set_(int(count))
+    try:
+        yield
+    finally:
+        set_(previous)
+
+
+_OPENBLAS_THREAD_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scipy-openblas, 64-bit ints)
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+def _openblas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS this process has loaded, or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            mapped = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    except OSError:  # not Linux
+        return None
+    for path in sorted(mapped):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _OPENBLAS_THREAD_SYMBOLS:
+            get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, set_
     return None
 
 

@@ -26,8 +26,6 @@ warily as a checkpoint); ``examples/vqvae_prior.py`` is the lesson.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import io
 import json
@@ -42,6 +40,7 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import checkpoint, nn, optim
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import blas_threads
 from tinyvae.checkpoint import CheckpointError
 from tinyvae.files import atomic_write_bytes
 from tinyvae.models.base import _a, _is_integer, check_choice, check_integer, config_from_dict
@@ -388,58 +387,6 @@ class LearnedCodes(Prior):
         distances = ((vectors[:, :, None, :] - codes[None, None]) ** 2).sum(axis=-1)  # (n, L, K)
         with no_grad():
             return Tensor(self.prior.log_prob(distances.argmin(axis=-1)).numpy())
-
-
-@contextlib.contextmanager
-def blas_threads(count):
-    """Run the block with OpenBLAS (the BLAS inside NumPy's wheels) on ``count`` threads, then restore its
-    count; a no-op where the loaded BLAS is not an OpenBLAS that can be asked.
-
-    Why: the prior's matrices are small (a batch of 128 sequences of 16 codes is 2,048 × 64 by 64 × 64), and
-    OpenBLAS's threads cost more than they save on them. Measured on a 2-vCPU AMD EPYC (CPU family 26) with
-    another process busy on one core, one epoch of the default prior (4,500 sequences of L = 16 codes):
-    1.05-1.1 s on one thread against 11-14 s on two (K = 64 and K = 32, 2026-11-27). ``tinyvae
-    train-prior``, :class:`LearnedCodes` and ``examples/vqvae_prior.py`` run the prior inside it.
-    """
-    library = _openblas()
-    if library is None:
-        yield
-        return
-    get, set_ = library
-    previous = int(get())
-    set_(int(count))
-    try:
-        yield
-    finally:
-        set_(previous)
-
-
-_OPENBLAS_THREAD_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scipy-openblas, 64-bit ints)
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
-
-
-def _openblas():
-    """(get_num_threads, set_num_threads) of the OpenBLAS this process has loaded, or None."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            mapped = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-    except OSError:  # not Linux
-        return None
-    for path in sorted(mapped):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in _OPENBLAS_THREAD_SYMBOLS:
-            get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
-            if get is not None and set_ is not None:
-                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                return get, set_
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
