@@ -286,34 +286,6 @@ def blas_threads(count):
         set_(previous)
 
 
-_OPENBLAS_THREAD_SYMBOLS = (  # NumPy's wheels rename OpenBLAS's symbols (scipy-openblas, 64-bit ints)
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
-
-
-def _openblas():
-    """(get_num_threads, set_num_threads) of the OpenBLAS this process has loaded, or None."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            mapped = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-    except OSError:  # not Linux
-        return None
-    for path in sorted(mapped):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in _OPENBLAS_THREAD_SYMBOLS:
-            get, set_ = getattr(library, get_name, None), getattr(library, set_name, None)
-            if get is not None and set_ is not None:
-                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                return get, set_
-    return None
-
-
 def info():
     """Which backend runs and why, with the versions behind it and the thread count."""
     name = current()
