@@ -2,7 +2,14 @@
 
 from setuptools import find_packages, setup
 
-TEST_REQUIRES = ["pytest>=7", "hypothesis>=6.80"]
+# nvidia-cuda-nvrtc-cu12: NVIDIA's runtime compiler as a wheel (no GPU needed), so the test suite compiles
+# every CuPy kernel source on a machine without a GPU (tests/test_cuda_compile.py).
+TEST_REQUIRES = ["pytest>=7", "hypothesis>=6.80", "nvidia-cuda-nvrtc-cu12>=12.4"]
+# CuPy for one CUDA major version, with the toolkit pieces it loads at run time (NVRTC, cuBLAS, cuRAND, ...)
+# as wheels through CuPy's own `ctk` extra, so no system CUDA toolkit is needed; only the NVIDIA driver.
+# Checked on a GPU with CuPy 14 (benchmarks/RESULTS.md), hence the upper bound.
+GPU_CUDA12 = ["cupy-cuda12x[ctk]>=14,<15"]
+GPU_CUDA13 = ["cupy-cuda13x[ctk]>=14,<15"]
 
 setup(
     name="tinyvae",
@@ -20,7 +27,9 @@ setup(
     entry_points={"console_scripts": ["tinyvae = tinyvae.__main__:main"]},  # picks the BLAS kernels first
     extras_require={
         "test": TEST_REQUIRES,
-        "gpu": ["cupy-cuda12x>=13"],
+        "gpu12": GPU_CUDA12,  # NVIDIA driver for CUDA 12 (>= 525)
+        "gpu13": GPU_CUDA13,  # NVIDIA driver for CUDA 13 (>= 580)
+        "gpu": GPU_CUDA12,  # the older name, kept: CUDA 12 drivers are the commoner
         "dev": TEST_REQUIRES + ["ruff==0.17.5"],  # pinned: a new ruff may format differently
     },
     license="MIT",

@@ -8,11 +8,16 @@ compile or allocate, and speed is measured in benchmarks/, never in tests.
 
 import os
 
-import pytest
-from backends import CPU_BACKENDS, require_backend
-from hypothesis import HealthCheck, settings
+# The suite runs on the CPU unless asked otherwise (TINYVAE_BACKEND=cupy pytest ... on a GPU machine): with
+# CuPy installed and a GPU present, `auto` would pick CuPy and every engine-level test would get device arrays
+# it was not written for. Set before tinyvae is imported; subprocesses the tests start inherit it.
+os.environ.setdefault("TINYVAE_BACKEND", "cpu")
 
-import tinyvae as tv
+import pytest  # noqa: E402
+from backends import CPU_BACKENDS, require_backend  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import tinyvae as tv  # noqa: E402
 
 # The `backend` fixture below is function-scoped but holds no per-example state, so hypothesis may reuse it.
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]

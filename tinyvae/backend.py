@@ -7,9 +7,12 @@ Three backends:
 * ``cupy``: CuPy arrays on a GPU, with CuPy kernels; tensor data stays on the GPU for the whole step.
 
 The choice is made once, lazily (importing tinyvae imports neither numba nor CuPy and compiles nothing),
-from ``TINYVAE_BACKEND=auto|numpy|numba|cupy`` (default ``auto``: CuPy when it imports and sees a GPU,
-else numba when it imports, else NumPy), and can be changed with :func:`use`. :func:`info` says which
-backend runs and why.
+from ``TINYVAE_BACKEND=auto|cpu|gpu|numpy|numba|cupy`` (default ``auto``), and can be changed with :func:`use`
+or the CLI's ``--device cpu|gpu``. ``cpu`` is numba when it imports, else NumPy; ``gpu`` is CuPy.
+``auto`` is CuPy only when a GPU *works*: CuPy imports, sees a device, and a tiny kernel compiles and runs
+on it with the right result (a device count alone would pick CuPy on a machine whose CUDA toolkit cannot
+compile, and training would fail at its first kernel); else it is ``cpu``. :func:`info` says which
+backend runs and why, and why CuPy was not chosen.
 
 Op bodies never branch on the backend: they are written once against the NumPy API and get their
 module from their inputs with :func:`array_module` (the ``xp`` idiom, as in chainer). Only the kernel
@@ -31,7 +34,13 @@ import numpy
 from tinyvae import blas_tuning
 
 BACKENDS = ("numpy", "numba", "cupy")
+CPU_CHOICES = ("cpu", "numpy", "numba")  # requests that never need CuPy
+DEVICE_CHOICES = ("auto", "cpu", "gpu")  # the CLI's --device
 ENVIRONMENT_VARIABLE = "TINYVAE_BACKEND"
+GPU_INSTALL_HINT = (
+    "pip install 'tinyvae[gpu12]' for a CUDA 12 driver or 'tinyvae[gpu13]' for CUDA 13 (CuPy with the CUDA "
+    "toolkit pieces it loads at run time; see the README, 'GPU')"
+)
 
 _lock = threading.Lock()
 _selected = {}  # {"name": ..., "reason": ...} once chosen
@@ -85,19 +94,38 @@ def _probe_numba():
     return True, numba.__version__
 
 
+@functools.cache
 def _probe_cupy():
-    """(True, version) if CuPy imports and sees a GPU, else (False, why not)."""
+    """(True, what ran) if CuPy imports, sees a GPU, and compiles and runs a tiny kernel there with the right
+    result; else (False, why not). Cached: the first call compiles (CuPy keeps the binary on disk)."""
     try:
         import cupy
     except Exception as error:
-        return False, f"cupy does not import ({type(error).__name__}: {error})"
+        return (
+            False,
+            f"cupy does not import ({type(error).__name__}: {error}); to use a GPU, {GPU_INSTALL_HINT}",
+        )
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:
-        return False, f"cupy imports but finds no GPU ({type(error).__name__}: {error})"
+        return False, f"cupy {cupy.__version__} imports but finds no GPU ({type(error).__name__}: {error})"
     if count < 1:
-        return False, "cupy imports but finds no GPU"
-    return True, cupy.__version__
+        return False, f"cupy {cupy.__version__} imports but finds no GPU"
+    try:
+        square_plus_one = cupy.ElementwiseKernel("T x", "T y", "y = x * x + (T)1", "tinyvae_backend_probe")
+        result = square_plus_one(cupy.arange(4, dtype=cupy.float32)).get()
+        device = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    except Exception as error:
+        message = " ".join(str(error).split())[:300]
+        return False, (
+            f"cupy {cupy.__version__} sees {count} GPU(s) but could not compile and run a test kernel "
+            f"({type(error).__name__}: {message}); the CUDA toolkit pieces CuPy loads (NVRTC, ...) are "
+            f"missing or do not match the driver: {GPU_INSTALL_HINT}"
+        )
+    if not numpy.array_equal(result, [1.0, 2.0, 5.0, 10.0]):
+        return False, f"cupy {cupy.__version__}: a test kernel ran on the GPU but returned {result.tolist()}"
+    device = device.decode() if isinstance(device, bytes) else str(device)
+    return True, f"{cupy.__version__} on {device} (a test kernel compiled and ran)"
 
 
 _PROBES = {"numpy": lambda: (True, numpy.__version__), "numba": _probe_numba, "cupy": _probe_cupy}
@@ -108,25 +136,41 @@ def available():
     return {name: _PROBES[name]() for name in BACKENDS}
 
 
+def _requested():
+    """What $TINYVAE_BACKEND asks for, normalised ("auto" when unset or empty)."""
+    return os.environ.get(ENVIRONMENT_VARIABLE, "auto").strip().lower() or "auto"
+
+
+def _best_cpu_backend():
+    ok, detail = _PROBES["numba"]()
+    return ("numba", f"numba {detail}") if ok else ("numpy", f"numpy (numba is unavailable: {detail})")
+
+
 def _choose(requested, source):
-    if requested not in (*BACKENDS, "auto"):
+    """(backend, the reason it was chosen) for a request: a backend's name, "auto", "cpu" or "gpu"."""
+    if requested not in (*BACKENDS, "auto", "cpu", "gpu"):
         raise BackendError(
             f"{source}: unknown backend {requested!r}; choose one of 'auto', "
             + ", ".join(map(repr, BACKENDS))
+            + ", or 'cpu' (numba if it imports, else numpy) or 'gpu' (cupy)"
         )
     if requested == "auto":
-        for name in ("cupy", "numba"):
-            ok, detail = _PROBES[name]()
-            if ok:
-                return name, f"auto: {name} {detail} is available"
-        return "numpy", "auto: neither cupy (with a GPU) nor numba is available"
-    ok, detail = _PROBES[requested]()
+        ok, detail = _PROBES["cupy"]()
+        if ok:
+            return "cupy", f"auto: cupy {detail}"
+        name, cpu_detail = _best_cpu_backend()
+        return name, f"auto: {cpu_detail}; not cupy: {detail}"
+    if requested == "cpu":
+        name, cpu_detail = _best_cpu_backend()
+        return name, f"{source} asked for the CPU: {cpu_detail}"
+    backend = "cupy" if requested == "gpu" else requested
+    ok, detail = _PROBES[backend]()
     if not ok:
         usable = [name for name, (is_ok, _) in available().items() if is_ok]
         raise BackendError(
-            f"{source}: backend {requested!r} is not available: {detail}. Available here: {', '.join(usable)}"
+            f"{source}: backend {backend!r} is not available: {detail}. Available here: {', '.join(usable)}"
         )
-    return requested, f"{source} asked for {requested}"
+    return backend, f"{source} asked for {backend}"
 
 
 def current():
@@ -134,18 +178,20 @@ def current():
     if not _selected:
         with _lock:
             if not _selected:
-                requested = os.environ.get(ENVIRONMENT_VARIABLE, "auto").strip().lower() or "auto"
+                requested = _requested()
                 name, reason = _choose(requested, f"{ENVIRONMENT_VARIABLE}={requested}")
                 _selected.update(name=name, reason=reason)
     return _selected["name"]
 
 
-def use(name):
-    """Switch backend (``'auto'``, ``'numpy'``, ``'numba'`` or ``'cupy'``); returns the backend now in use.
+def use(name, source=None):
+    """Switch backend (``'auto'``, ``'cpu'``, ``'gpu'``, ``'numpy'``, ``'numba'`` or ``'cupy'``); returns the
+    backend now in use. ``source`` names who asked, for :func:`info` and errors (the CLI passes
+    ``"--device gpu"``).
 
     Tensors made before the switch keep their arrays: switch before building a model.
     """
-    chosen, reason = _choose(str(name).lower(), f"tv.backend.use({name!r})")
+    chosen, reason = _choose(str(name).lower(), source or f"tv.backend.use({name!r})")
     with _lock:
         _selected.update(name=chosen, reason=reason)
     return chosen
@@ -159,8 +205,8 @@ def _cupy_installed():
 
 def default_array_module():
     """The module new tensors are created in: CuPy under the cupy backend, else NumPy."""
-    if not _selected and not _cupy_installed():
-        return numpy  # no CuPy installed: NumPy whatever backend gets chosen, and nothing imported yet
+    if not _selected and (not _cupy_installed() or _requested() in CPU_CHOICES):
+        return numpy  # no CuPy, or a CPU backend asked for: NumPy whatever gets chosen, nothing imported yet
     if current() == "cupy":
         import cupy
 

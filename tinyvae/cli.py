@@ -5,7 +5,8 @@ tinyvae train --model iwae --k 10 --epochs 20 --out runs/iwae
 tinyvae evaluate runs/vae-mnist5k-seed0
 tinyvae sample | reconstruct | interpolate | plot RUN
 tinyvae train-prior runs/vq        # a VQ-VAE run's second stage: a transformer prior over its codes
-tinyvae info                       # backends and versions
+tinyvae info                       # backends and versions (and why CuPy was or was not chosen)
+tinyvae train --device gpu         # any command: gpu (CuPy), cpu (numba, else NumPy), auto (the default)
 tinyvae download mnist             # full MNIST into ~/.cache/tinyvae (needs the internet)
 
 ``tinyvae train`` is argparse → :class:`tinyvae.train.RunConfig` → :func:`tinyvae.train.run`: its flags
@@ -348,6 +349,13 @@ def build_parser():
     )
     download.add_argument("name", choices=("mnist", "fashion-mnist"))
     download.add_argument("--data-dir", help="destination folder (default ~/.cache/tinyvae/NAME)")
+    for command in commands.choices.values():
+        command.add_argument(
+            "--device",
+            choices=("auto", "cpu", "gpu"),
+            help="where the arrays and kernels run: gpu (CuPy), cpu (numba, else NumPy), or auto (the GPU "
+            "only when a test kernel compiles and runs there); default $TINYVAE_BACKEND, else auto",
+        )
     return parser
 
 
@@ -783,6 +791,8 @@ def main(argv=None):
     user_errors = (CommandError, data.DataError, checkpoint.CheckpointError, rundir.RunDirError)
     user_errors += (train.RunConfigError,)
     try:
+        if args.device is not None:
+            backend.use(args.device, source=f"--device {args.device}")
         with _interrupt_handlers():
             return COMMANDS[args.command](args)
     except (*user_errors, backend.BackendError) as error:
