@@ -14,7 +14,8 @@ Three versions side by side, each updating ``param``, ``m`` and ``v`` in place:
    AMD EPYC (Zen 4) of benchmarks/RESULTS.md, at 313,600 float32 elements: 720 µs with ``range``, 90 µs
    with ``prange`` on one thread, NumPy 370 µs). It runs on one thread (see ``tinyvae.backend.load_numba``:
    a second thread saved ~40 µs on that machine but risks spinning against BLAS).
-3. :func:`adam_update_cupy`: the same fused loop as a CuPy ElementwiseKernel.
+3. :func:`adam_update_cupy`: the same fused loop as a CuPy ElementwiseKernel, with 1 − β1 and 1 − β2
+   computed on the host in float64 as the numba version does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from tinyvae.kernels._cuda_source import ElementwiseKernelSource
 from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
@@ -119,31 +121,44 @@ def _numba_update(kernel, param, grad, m, v, lr_t, eps_t, beta1, beta2):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. CuPy: the same fused loop as an ElementwiseKernel (unverified on hardware where no GPU was lent).
+# 3. CuPy: the same fused loop as an ElementwiseKernel.
 # ---------------------------------------------------------------------------------------------------------
+
+# 1 − β1 and 1 − β2 come in as scalars computed on the host in float64 and rounded once to the arrays'
+# dtype, as the numba version computes them: the kernel computing (1 − b2) in float32 from a b2 already
+# rounded to float32 gives 1 − 0.999 with a relative error of 1.3e-5, because float32(0.999) is off by
+# 1.3e-8, which is 1.3e-5 of the difference 0.001.
+CUPY_KERNEL = ElementwiseKernelSource(
+    name="tinyvae_adam_update",
+    in_params="T g, T lr, T eps, T b1, T b2, T one_minus_b1, T one_minus_b2",
+    out_params="T param, T m, T v",
+    operation="""
+    m = b1 * m + one_minus_b1 * g;
+    v = b2 * v + one_minus_b2 * g * g;
+    param -= lr * m / (sqrt(v) + eps);
+    """,
+    scalar_params=("lr", "eps", "b1", "b2", "one_minus_b1", "one_minus_b2"),
+)
 
 
 @functools.cache
 def _cupy_kernel():
-    import cupy
+    return CUPY_KERNEL.build()
 
-    return cupy.ElementwiseKernel(
-        "T g, T lr, T eps, T b1, T b2",
-        "T param, T m, T v",
-        """
-        m = b1 * m + (1 - b1) * g;
-        v = b2 * v + (1 - b2) * g * g;
-        param -= lr * m / (sqrt(v) + eps);
-        """,
-        "tinyvae_adam_update",
-    )
+
+def cupy_scalars(dtype, lr_t, eps_t, beta1, beta2):
+    """The scalars the CuPy kernel takes after the gradient, in ``dtype``: lr_t, eps_t, β1, β2, 1 − β1 and
+    1 − β2, each computed in float64 and rounded once (see CUPY_KERNEL)."""
+    dtype = np.dtype(dtype).type
+    lr_t, eps_t, beta1, beta2 = float(lr_t), float(eps_t), float(beta1), float(beta2)
+    return tuple(dtype(s) for s in (lr_t, eps_t, beta1, beta2, 1 - beta1, 1 - beta2))
 
 
 def adam_update_cupy(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None):
-    """In-place Adam step as one CuPy elementwise kernel."""
+    """In-place Adam step as one CuPy elementwise kernel. Compiled with CuPy's ``-ftz=true``: float32
+    values below 1.18e-38 (the smallest normal) become 0 on the GPU, where NumPy keeps the subnormal."""
     _check(param, grad, m, v)
-    dtype = param.dtype.type
-    _cupy_kernel()(grad, dtype(lr_t), dtype(eps_t), dtype(beta1), dtype(beta2), param, m, v)
+    _cupy_kernel()(grad, *cupy_scalars(param.dtype, lr_t, eps_t, beta1, beta2), param, m, v)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ stride-0 broadcast), as one value per row. Anything else (x or g broadcast anoth
 to the NumPy version, which broadcasts freely. ``error_model="numpy"``: numba's default inserts a
 division-by-zero check that stops LLVM from vectorising the division (1.1 → 0.23 ns per element measured).
 
-Three versions side by side: NumPy (the reference), numba, CuPy.
+Three versions side by side: NumPy (the reference), numba, CuPy. CuPy compiles with flush-to-zero
+(``-ftz=true``, kernels/_cuda_source.py): in float32, values below 1.18e-38 are 0 on the GPU, so σ(−100)
+is 0 there where NumPy gives 3.8e-44 (float64 keeps its subnormals).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from tinyvae.kernels._cuda_source import ElementwiseKernelSource
 from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
@@ -200,31 +203,31 @@ def logit_gradient_numba(logits, x, e, g):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. CuPy: elementwise kernels, broadcasting as NumPy does (unverified on hardware where no GPU was lent).
+# 3. CuPy: elementwise kernels, broadcasting as NumPy does. Compiled with CuPy's -ftz=true
+#    (kernels/_cuda_source.py): in float32 a subnormal e or σ is 0 on the GPU (σ(−100) = 0, not 3.8e-44).
 # ---------------------------------------------------------------------------------------------------------
+
+CUPY_LOG_PROB_TERMS = ElementwiseKernelSource(
+    name="tinyvae_bernoulli_log_prob_terms",
+    in_params="T l, T t, T log1p_e",
+    out_params="T out",
+    operation="out = t * l - (l > (T)0 ? l : (T)0) - log1p_e;",
+)
+CUPY_LOGIT_GRADIENT = ElementwiseKernelSource(
+    name="tinyvae_bernoulli_logit_gradient",
+    in_params="T l, T t, T e, T g",
+    out_params="T out",
+    operation="""
+    T s = e / ((T)1 + e);
+    T sigmoid = l >= (T)0 ? (T)1 - s : s;
+    out = (t - sigmoid) * g;
+    """,
+)
 
 
 @functools.cache
 def _cupy_kernels():
-    import cupy
-
-    terms = cupy.ElementwiseKernel(
-        "T l, T t, T log1p_e",
-        "T out",
-        "out = t * l - (l > (T)0 ? l : (T)0) - log1p_e;",
-        "tinyvae_bernoulli_log_prob_terms",
-    )
-    gradient = cupy.ElementwiseKernel(
-        "T l, T t, T e, T g",
-        "T out",
-        """
-        T s = e / ((T)1 + e);
-        T sigmoid = l >= (T)0 ? (T)1 - s : s;
-        out = (t - sigmoid) * g;
-        """,
-        "tinyvae_bernoulli_logit_gradient",
-    )
-    return terms, gradient
+    return CUPY_LOG_PROB_TERMS.build(), CUPY_LOGIT_GRADIENT.build()
 
 
 def log_prob_terms_cupy(logits, x, log1p_e):

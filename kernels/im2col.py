@@ -31,7 +31,9 @@ three give the same floats:
    the thread for pixel (n, c, h, w) finds the (ki, i) with s·i + ki = h + p (and likewise for w) and sums
    their entries, so there are no atomicAdds and the sum is deterministic.
    Run on an NVIDIA H200 (benchmarks/RESULTS.md, "Convolutions: im2col + GEMM vs direct numba"): equal to
-   the reference bit for bit in float32 and float64.
+   the reference bit for bit in float32 and float64. One exception, from CuPy's flush-to-zero
+   (``-ftz=true``, kernels/_cuda_source.py): col2im's float32 sums treat subnormal entries (below
+   1.18e-38) as 0 (im2col only copies, so it keeps them).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from tinyvae.kernels._cuda_source import RawModuleSource
 from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
@@ -319,12 +322,17 @@ _CUPY_THREADS_PER_BLOCK = 256
 _CUPY_MAX_BLOCKS = 65535  # the grid-stride loops cover the rest
 
 
+CUPY_MODULE = RawModuleSource(
+    code=_CUPY_SOURCE,
+    options=("--std=c++11",),
+    entry_points=tuple(f"{name}_{suffix}" for name in ("im2col", "col2im") for suffix in ("f32", "f64")),
+)
+
+
 @functools.cache
 def _cupy_kernels():
     """Compile the RawModule on first use (CuPy caches the binary on disk); never at import."""
-    import cupy
-
-    module = cupy.RawModule(code=_CUPY_SOURCE, options=("--std=c++11",))
+    module = CUPY_MODULE.build()
     return {
         (name, np.dtype(dtype)): module.get_function(f"{name}_{suffix}")
         for name in ("im2col", "col2im")

@@ -38,6 +38,35 @@ def test_every_version_matches_the_numpy_reference(backend, dtype, shape, seed, 
         assert to_numpy(g).dtype == dtype
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_minus_beta_is_rounded_once(backend, dtype):
+    """From m = v = 0 and g = 1, one step gives m = 1 − β1 and v = 1 − β2 exactly as the reference rounds
+    them: 1 − β computed in float64 and rounded once to the dtype. Computing it on the device from a β
+    already rounded to float32 gives v = 0.0009999871 for β2 = 0.999 (1.3e-5 off), as the CuPy version
+    once did."""
+    require_backend(backend)
+    param, grad, m, v = np.ones(5, dtype), np.ones(5, dtype), np.zeros(5, dtype), np.zeros(5, dtype)
+    got = to_backend_arrays(backend, param, grad, m, v)
+    adam.IMPLEMENTATIONS[backend](*got, 1e-3, 1e-8, 0.9, 0.999)
+    np.testing.assert_array_equal(to_numpy(got[2]), np.full(5, 1 - 0.9, dtype))
+    np.testing.assert_array_equal(to_numpy(got[3]), np.full(5, 1 - 0.999, dtype))
+
+
+def test_the_cupy_scalars_are_computed_in_float64():
+    """The scalars the CuPy kernel receives (checked without a GPU): 1 − β1 and 1 − β2 rounded once from
+    float64, not 1 − β computed in float32, which for β2 = 0.999 is 1.3e-5 off; the kernel takes them as
+    parameters in that order rather than forming 1 − β itself."""
+    lr, eps, b1, b2, one_minus_b1, one_minus_b2 = adam.cupy_scalars(np.float32, 1e-3, 1e-8, 0.9, 0.999)
+    assert all(s.dtype == np.float32 for s in (lr, eps, b1, b2, one_minus_b1, one_minus_b2))
+    assert (b1, b2) == (np.float32(0.9), np.float32(0.999))
+    assert one_minus_b1 == np.float32(1 - 0.9) and one_minus_b2 == np.float32(1 - 0.999)
+    assert one_minus_b2 != np.float32(1) - np.float32(0.999)  # the error this avoids is real
+    names = [p.split()[-1] for p in adam.CUPY_KERNEL.in_params.split(",")]
+    assert names == ["g", "lr", "eps", "b1", "b2", "one_minus_b1", "one_minus_b2"]
+    assert "1 -" not in adam.CUPY_KERNEL.operation
+
+
 def test_shape_mismatch_is_named():
     """A moment buffer of the wrong shape is refused, naming it and both shapes."""
     p = np.zeros(3, np.float32)

@@ -90,6 +90,43 @@ def test_edge_cases(backend, dtype):
             assert np.all(out == -inf)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_nan_makes_its_row_nan(backend, dtype):
+    """A row holding a NaN gives out = NaN and a NaN softmax row in every version, as the reference does
+    (a max that skips NaN must not hide it: a diverged IWAE weight has to show), wherever the NaN sits: beside
+    finite values, +inf or −inf, alone, or at column 37 of 40 (in the CuPy version only one lane of the warp
+    sees it). The rows without a NaN are untouched."""
+    require_backend(backend)
+    nan, inf = np.nan, np.inf
+    rows = [
+        [1.0, nan, 2.0],
+        [nan, nan, nan],
+        [nan, -inf, -inf],
+        [inf, nan, 1.0],
+        [nan, 5.0, inf],
+        [1e4, nan, -1e4],
+        [0.5, 1.0, -2.0],  # no NaN: the finite answer
+    ]
+    x = np.array([r + [-inf] * 37 for r in rows], dtype=dtype)  # 40 columns: more than one warp's width
+    far = np.array([0.5, 1.0, -2.0] + [-inf] * 37, dtype=dtype)
+    far[37] = nan  # a NaN that only one lane of a warp sees
+    x = np.vstack([x, far])
+    has_nan = np.isnan(x).any(axis=1)
+    expected_out, expected_softmax = logsumexp.logsumexp_rows_numpy(x)
+    assert np.isnan(expected_out[has_nan]).all() and np.isnan(expected_softmax[has_nan]).all()
+    with np.errstate(invalid="ignore"):
+        out, softmax = (
+            to_numpy(a) for a in logsumexp.IMPLEMENTATIONS[backend](*to_backend_arrays(backend, x))
+        )
+    assert np.isnan(out[has_nan]).all(), out
+    assert np.isnan(softmax[has_nan]).all(), softmax[has_nan]
+    np.testing.assert_allclose(out[~has_nan], expected_out[~has_nan], rtol=RTOL[dtype])
+    np.testing.assert_allclose(
+        softmax[~has_nan], expected_softmax[~has_nan], rtol=RTOL[dtype], atol=RTOL[dtype]
+    )
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_reference_equals_the_engine_op(seed):
     """F.logsumexp over the last axis and its backward (g · softmax) equal the kernel (float64), with a

@@ -24,6 +24,8 @@ Three versions side by side, each returning ``(out (R,), grad (R, D) or None)``:
 1. :func:`bernoulli_numpy`: the reference, NumPy ufuncs.
 2. :func:`bernoulli_numba`: one fused pass, rows in parallel (``prange``).
 3. :func:`bernoulli_cupy`: a CuPy elementwise kernel for the gradient and the terms, then a row sum.
+   Compiled with flush-to-zero (``-ftz=true``, kernels/_cuda_source.py): in float32 a subnormal e or σ
+   is 0 on the GPU (σ(−100) = 0, not 3.8e-44).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from tinyvae.kernels._cuda_source import ElementwiseKernelSource
 from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
@@ -131,24 +134,25 @@ def bernoulli_numba(logits, x, want_grad=True):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. CuPy (unverified on hardware where no GPU was lent).
+# 3. CuPy. Compiled with CuPy's -ftz=true (kernels/_cuda_source.py): in float32 a subnormal e or σ is 0 on
+#    the GPU (σ(−100) = 0, not 3.8e-44).
 # ---------------------------------------------------------------------------------------------------------
+
+CUPY_TERMS = ElementwiseKernelSource(
+    name="tinyvae_bernoulli_terms",
+    in_params="T l, T t",
+    out_params="T term, T grad",
+    operation="""
+    T e = exp(-fabs(l));
+    term = t * l - (l > 0 ? l : (T)0) - log((T)1 + e);
+    grad = t - (l >= 0 ? (T)1 : e) / ((T)1 + e);
+    """,
+)
 
 
 @functools.cache
 def _cupy_kernel():
-    import cupy
-
-    return cupy.ElementwiseKernel(
-        "T l, T t",
-        "T term, T grad",
-        """
-        T e = exp(-fabs(l));
-        term = t * l - (l > 0 ? l : (T)0) - log((T)1 + e);
-        grad = t - (l >= 0 ? (T)1 : e) / ((T)1 + e);
-        """,
-        "tinyvae_bernoulli_terms",
-    )
+    return CUPY_TERMS.build()
 
 
 def bernoulli_cupy(logits, x, want_grad=True):

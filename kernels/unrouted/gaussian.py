@@ -28,7 +28,8 @@ Three versions side by side:
 2. :func:`gaussian_forward_numba` / :func:`gaussian_backward_numba`: one fused pass each; by default a
    serial build on one thread (``tinyvae.backend.load_numba``), rows in ``prange`` when more are asked.
 3. :func:`gaussian_forward_cupy` / :func:`gaussian_backward_cupy`: CuPy ElementwiseKernels (the KL's row
-   sum is a CuPy reduction).
+   sum is a CuPy reduction). Compiled with flush-to-zero (``-ftz=true``, kernels/_cuda_source.py): in
+   float32, a σ or σ² below 1.18e-38 is 0 on the GPU.
 
 Each forward returns ``(z, kl, sigma, var)``; each backward ``(grad_mu, grad_logvar)``, in the inputs' dtype.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from tinyvae.kernels._cuda_source import ElementwiseKernelSource
 from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
@@ -180,35 +182,35 @@ def gaussian_backward_numba(g_z, g_kl, mu, eps, sigma, var, *, threads=1):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. CuPy: elementwise kernels (unverified on hardware where no GPU was lent).
+# 3. CuPy: elementwise kernels. Compiled with CuPy's -ftz=true (kernels/_cuda_source.py): in float32 a
+#    σ or σ² below 1.18e-38 (logvar below about −175) is 0 on the GPU.
 # ---------------------------------------------------------------------------------------------------------
+
+CUPY_FORWARD = ElementwiseKernelSource(
+    name="tinyvae_gaussian_forward",
+    in_params="T mu, T logvar, T eps",
+    out_params="T z, T term, T sigma, T var",
+    operation="""
+    sigma = exp((T)0.5 * logvar);
+    var = sigma * sigma;
+    z = mu + sigma * eps;
+    term = mu * mu + var - logvar - (T)1;
+    """,
+)
+CUPY_BACKWARD = ElementwiseKernelSource(
+    name="tinyvae_gaussian_backward",
+    in_params="T g_z, T g_kl, T mu, T eps, T sigma, T var",
+    out_params="T grad_mu, T grad_logvar",
+    operation="""
+    grad_mu = g_z + g_kl * mu;
+    grad_logvar = (T)0.5 * (g_z * eps * sigma + g_kl * (var - (T)1));
+    """,
+)
 
 
 @functools.cache
 def _cupy_kernels():
-    import cupy
-
-    forward = cupy.ElementwiseKernel(
-        "T mu, T logvar, T eps",
-        "T z, T term, T sigma, T var",
-        """
-        sigma = exp((T)0.5 * logvar);
-        var = sigma * sigma;
-        z = mu + sigma * eps;
-        term = mu * mu + var - logvar - (T)1;
-        """,
-        "tinyvae_gaussian_forward",
-    )
-    backward = cupy.ElementwiseKernel(
-        "T g_z, T g_kl, T mu, T eps, T sigma, T var",
-        "T grad_mu, T grad_logvar",
-        """
-        grad_mu = g_z + g_kl * mu;
-        grad_logvar = (T)0.5 * (g_z * eps * sigma + g_kl * (var - (T)1));
-        """,
-        "tinyvae_gaussian_backward",
-    )
-    return forward, backward
+    return CUPY_FORWARD.build(), CUPY_BACKWARD.build()
 
 
 def gaussian_forward_cupy(mu, logvar, eps):
