@@ -4,7 +4,10 @@ from setuptools import find_packages, setup
 
 # nvidia-cuda-nvrtc-cu12: NVIDIA's runtime compiler as a wheel (no GPU needed), so the test suite compiles
 # every CuPy kernel source on a machine without a GPU (tests/test_cuda_compile.py).
-TEST_REQUIRES = ["pytest>=7", "hypothesis>=6.80", "nvidia-cuda-nvrtc-cu12>=12.4"]
+# mpi4py and the MPICH wheel (which provides mpiexec): data-parallel training (tinyvae/distributed.py); the
+# tests run `mpiexec -n 2` (tests/test_distributed_mpi.py).
+MPI_REQUIRES = ["mpi4py>=4", "mpich>=4.3"]
+TEST_REQUIRES = ["pytest>=7", "hypothesis>=6.80", "nvidia-cuda-nvrtc-cu12>=12.4", *MPI_REQUIRES]
 # CuPy for one CUDA major version, with the toolkit pieces it loads at run time (NVRTC, cuBLAS, cuRAND, ...)
 # as wheels through CuPy's own `ctk` extra, so no system CUDA toolkit is needed; only the NVIDIA driver.
 # Checked on a GPU with CuPy 14 (benchmarks/RESULTS.md), hence the upper bound.
@@ -30,6 +33,7 @@ setup(
         "gpu12": GPU_CUDA12,  # NVIDIA driver for CUDA 12 (>= 525)
         "gpu13": GPU_CUDA13,  # NVIDIA driver for CUDA 13 (>= 580)
         "gpu": GPU_CUDA12,  # the older name, kept: CUDA 12 drivers are the commoner
+        "mpi": MPI_REQUIRES,
         "dev": TEST_REQUIRES + ["ruff==0.17.5"],  # pinned: a new ruff may format differently
     },
     license="MIT",

@@ -783,13 +783,61 @@ def _interrupt_handlers():
             signal.signal(sig, handler)
 
 
+def _mpi_world(command):
+    """The MPI world when this process is one of several ranks started by an MPI launcher, else None.
+
+    Only ``tinyvae train`` runs on several ranks (tinyvae/distributed.py); any other command there is
+    refused, since N copies of it would write the same files."""
+    from tinyvae import distributed
+
+    if not distributed.launched_by_mpi():
+        return None
+    world = distributed.world()
+    if not world.distributed:
+        return None
+    if command != "train":
+        raise CommandError(
+            f"`tinyvae {command}` runs as one process, and this one is one of {world.size} MPI ranks; only "
+            "`tinyvae train` runs on several ranks (run this command without mpiexec)"
+        )
+    return world
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tinyvae import backend, checkpoint, data, rundir, train
+    from tinyvae import distributed
+
+    try:
+        world = _mpi_world(args.command)
+    except (CommandError, distributed.DistributedError) as error:
+        parser.exit(2, f"tinyvae: error: {error}\n")
+    if world is None:
+        return _run_command(parser, args)
+    if not world.is_root:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the process's life): rank 0 alone prints
+    try:
+        status = _run_command(parser, args)
+    except SystemExit as stop:  # parser.exit: a user error, already printed
+        status = stop.code if isinstance(stop.code, int) else 1
+    except BaseException as error:  # one rank failing must end them all: the others would wait forever
+        world.abort(
+            f"tinyvae {args.command} (rank {world.rank} of {world.size}): {type(error).__name__}: {error}"
+        )
+    if status:
+        world.abort(
+            f"tinyvae {args.command}: rank {world.rank} of {world.size} stopped (exit status {status}); "
+            "ending every rank",
+            status,
+        )
+    return status
+
+
+def _run_command(parser, args):
+    from tinyvae import backend, checkpoint, data, distributed, rundir, train
 
     user_errors = (CommandError, data.DataError, checkpoint.CheckpointError, rundir.RunDirError)
-    user_errors += (train.RunConfigError,)
+    user_errors += (train.RunConfigError, distributed.DistributedError)
     try:
         if args.device is not None:
             backend.use(args.device, source=f"--device {args.device}")
