@@ -25,6 +25,7 @@ import _common  # examples/_common.py: command line, data, figures, report
 import numpy
 
 from tinyvae import data, evaluate, models
+from tinyvae.backend import to_host
 
 NAME = "attribute_vector"
 ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -66,7 +67,7 @@ def main(argv=None):
     mask = train_set.labels == args.digit  # (N,) bool: which training images have the attribute
     v = evaluate.attribute_vector(model, train_set.x, mask)  # (Z,)
     others = test_set.x[test_set.labels != args.digit][:6]  # (6, 784): test digits without the attribute
-    z = numpy.asarray(model.latent_mean(model.check_x(others)), dtype=numpy.float64)  # (6, Z)
+    z = numpy.asarray(to_host(model.latent_mean(model.check_x(others))), dtype=numpy.float64)  # (6, Z)
     images = numpy.stack([model.decode((z + alpha * v).astype(numpy.float32)) for alpha in ALPHAS], axis=1)
     ink = images.sum(axis=2).mean(axis=0)  # (len(ALPHAS),) mean Σ pixel probabilities per α
     # Judged, not eyeballed: a digit classifier written with tinyvae, trained on every mnist5k training image.

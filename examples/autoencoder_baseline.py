@@ -25,6 +25,7 @@ import _common  # examples/_common.py: command line, data, figures, report
 import numpy
 
 from tinyvae import models, plots
+from tinyvae.backend import to_host
 
 NAME = "autoencoder_baseline"
 Z_DIM = 20
@@ -63,7 +64,7 @@ def main(argv=None):
         model = models.build(name, x_dim=784, z_dim=Z_DIM, hidden=(400,), seed=args.seed)
         print(f"--- {name}")
         _common.fit_adam(model, train_set, test_set, args.epochs, rng, lr=1e-3)
-        codes = numpy.asarray(model.latent_mean(model.check_x(test_set.x)), dtype=numpy.float64)  # (N, Z)
+        codes = to_host(model.latent_mean(model.check_x(test_set.x))).astype(numpy.float64)  # (N, Z)
         samples = model.sample(100, numpy.random.default_rng(args.seed))  # decoded z ~ N(0, I), (100, 784)
         numbers[f"{name}_recon_nll"] = float(bernoulli_nll(model.reconstruct(test_set.x), test_set.x).mean())
         numbers[f"{name}_code_std"] = float(codes.std(axis=0).mean())

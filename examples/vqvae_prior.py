@@ -34,6 +34,7 @@ import numpy
 
 from tinyvae import data, evaluate, models, plots
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import to_host
 from tinyvae.models.code_prior import CodePriorConfig, LearnedCodes, TransformerCodePrior, blas_threads
 
 NAME = "vqvae_prior"
@@ -53,8 +54,9 @@ def parse_args(argv):
 
 
 def codes_of(model, x):
-    """The code indices (N, L) the encoder assigns to the images x."""
-    return numpy.asarray(model.encode(x)[1], dtype=numpy.int64)
+    """The code indices (N, L) the encoder assigns to the images x, as a NumPy array: the prior reads them
+    on the host (they come from the GPU under CuPy)."""
+    return to_host(model.encode(x)[1]).astype(numpy.int64)
 
 
 def judge(classifier, samples):

@@ -141,7 +141,9 @@ def check_same_array_module(op, *arrays):
     """Refuse arrays from different array modules in one op (a CuPy array on the GPU beside a NumPy array
     in main memory): NumPy would try to convert the GPU array, CuPy would refuse with a TypeError, and
     neither message says which op or how to fix it. Returns the module name ("numpy" or "cupy")."""
-    modules = ["cupy" if type(a).__module__.startswith("cupy") else "numpy" for a in arrays]
+    # An array's package, read off its type (nothing imported): "numpy", "cupy", or the test suite's
+    # simulated device ("strict_device", see tinyvae.backend.simulated_device).
+    modules = [type(a).__module__.partition(".")[0] for a in arrays]
     if len(set(modules)) > 1:
         shown = ", ".join(f"{type(a).__module__}.{type(a).__name__}" for a in arrays)
         raise TypeError(

@@ -204,7 +204,10 @@ def _cupy_installed():
 
 
 def default_array_module():
-    """The module new tensors are created in: CuPy under the cupy backend, else NumPy."""
+    """The module new tensors are created in: CuPy under the cupy backend, else NumPy (or the simulated
+    device's module, inside :func:`simulated_device`)."""
+    if _simulated_device:
+        return _simulated_device["module"]
     if not _selected and (not _cupy_installed() or _requested() in CPU_CHOICES):
         return numpy  # no CuPy, or a CPU backend asked for: NumPy whatever gets chosen, nothing imported yet
     if current() == "cupy":
@@ -215,13 +218,44 @@ def default_array_module():
 
 
 def array_module(*arrays):
-    """The array module of ``arrays``: CuPy if any of them is a CuPy array, else NumPy."""
+    """The array module of ``arrays``: CuPy if any of them is a CuPy array, else NumPy (or the simulated
+    device's module, inside :func:`simulated_device`, if any of them is one of its arrays)."""
     for a in arrays:
         if type(a).__module__.startswith("cupy"):
             import cupy
 
             return cupy
+    if _simulated_device and any(isinstance(a, _simulated_device["array_type"]) for a in arrays):
+        return _simulated_device["module"]
     return numpy
+
+
+_simulated_device = {}  # {"module": ..., "array_type": ...} inside simulated_device(), else empty
+
+
+@contextlib.contextmanager
+def simulated_device(module, array_type):
+    """Inside the block, arrays of ``array_type`` are device arrays of the array module ``module``.
+
+    For the test suite only (``tests/strict_device.py``): there, ``array_type`` wraps a NumPy array but
+    refuses implicit conversion to NumPy and mixing with NumPy arrays, as CuPy does, so the tests catch on
+    a CPU the host/device mistakes that would crash on a GPU. Inside the block :func:`array_module` returns
+    ``module`` for those arrays, :func:`default_array_module` returns ``module`` (new tensors are made on
+    the pretend device), :func:`to_device` and :func:`to_host` copy to and from it (``module.asarray``,
+    ``.get()``), and the kernels run their NumPy versions on it (``kernels/_routing.py``).
+    """
+    if _simulated_device:
+        raise RuntimeError("simulated_device: a simulated device is already active; blocks do not nest")
+    _simulated_device.update(module=module, array_type=array_type)
+    try:
+        yield module
+    finally:
+        _simulated_device.clear()
+
+
+def simulated_array_module():
+    """The array module of the active :func:`simulated_device`, or None outside one."""
+    return _simulated_device.get("module")
 
 
 def to_device(array):
@@ -238,7 +272,8 @@ def to_host(array):
     """``array`` as a NumPy array in host memory (copied from the GPU when it is a CuPy array).
 
     The one place device data crosses to the host: figures, metrics, checkpoints and evaluation output.
-    Anything that is not a CuPy array is returned as ``numpy.asarray`` gives it.
+    Anything that is not a device array (CuPy's, or the :func:`simulated_device`'s) is returned as
+    ``numpy.asarray`` gives it.
     """
     if array_module(array) is not numpy:
         return array.get()

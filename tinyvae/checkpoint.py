@@ -42,6 +42,7 @@ import zlib
 import numpy
 from numpy.lib import format as npy
 
+from tinyvae.backend import to_host
 from tinyvae.files import (  # noqa: F401  (re-exported: checkpoints are written with them)
     TEMPORARY_PREFIX,
     atomic_write_bytes,
@@ -108,11 +109,13 @@ def save_checkpoint(path, model, optimizer=None, **meta):
 
     Raises :class:`NonFiniteStateError`, writing nothing, when a model or optimiser array holds NaN or
     infinity: such a checkpoint could only be refused when loaded, and it would replace a good one."""
-    model_state = model.state_dict()
+    # The file is written from host memory: a state array still on the GPU is copied here, by name.
+    model_state = {key: to_host(value) for key, value in model.state_dict().items()}
     optimizer_state = {} if optimizer is None else optimizer.state_dict()
+    optimizer_state = {key: to_host(value) for key, value in optimizer_state.items()}
     for part, state in (("model", model_state), ("optimizer", optimizer_state)):
         for key, value in state.items():
-            problem = _non_finite(numpy.asarray(value))
+            problem = _non_finite(value)
             if problem:
                 raise NonFiniteStateError(
                     f"checkpoint {path}: not written: {part} array '{key}' {problem}; a checkpoint holds "

@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy
 
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import to_host
 
 MIG_BINS = 20  # bins per latent dimension (Locatello et al. 2019's default for the histogram estimator)
 
@@ -162,7 +163,7 @@ def posterior_means(model, data, batch_size=500):
                 else model.check_y(data.labels[start : start + batch_size], x.shape[0])
             )
             value = model.latent_mean(x, y)
-            means.append(numpy.asarray(value.get() if hasattr(value, "get") else value, dtype=numpy.float64))
+            means.append(numpy.asarray(to_host(value), dtype=numpy.float64))  # the scores run on the host
     return numpy.concatenate(means)
 
 

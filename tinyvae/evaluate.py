@@ -7,7 +7,10 @@
 * :func:`aggregate_kl` — KL(q(z) ‖ p(z)), the other half of that decomposition.
 * :func:`attribute_vector` — mean latent with an attribute minus without (White 2016, Sec. 2.4).
 
-Every function runs under ``tv.no_grad()`` and returns NumPy float64 values.
+Every function runs under ``tv.no_grad()`` and returns NumPy float64 values. The work stays where the
+model computes (on the GPU under CuPy: the (chunk, N) density blocks, the log-weights); only the results
+cross to the host, through :func:`tinyvae.backend.to_host`. Noise is drawn by a NumPy Generator on the host
+and copied over explicitly.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import nn, optim
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import array_module, to_host
 from tinyvae.models.priors import StandardNormal
 from tinyvae.nn import as_generator
 from tinyvae.tensor import Tensor
@@ -54,19 +58,18 @@ def log_likelihood(model, x, k=5000, batch_size=100, rng=None, y=None, chunk_siz
         _check_positive_int("log_likelihood", name, value)
     rng = as_generator(rng)
     data, labels = _checked(model, x, y)
+    xp = array_module(data)
     estimate = numpy.empty(len(data))
     with no_grad():
         for start in range(0, len(data), batch_size):
             rows = slice(start, start + batch_size)
-            total = numpy.full(len(data[rows]), -numpy.inf)  # running log Σ w over the chunks so far
+            total = xp.full(len(data[rows]), -numpy.inf)  # running log Σ w over the chunks so far
             for done in range(0, k, chunk_size):
                 size = min(chunk_size, k - done)
                 extra = {} if labels is None else {"y": labels[rows]}
-                log_w = numpy.asarray(
-                    log_weights(data[rows], size, rng, **extra).numpy(), dtype=numpy.float64
-                )
-                total = numpy.logaddexp(total, _logsumexp(log_w, axis=0))  # (b,)
-            estimate[rows] = total - math.log(k)
+                log_w = log_weights(data[rows], size, rng, **extra).data.astype(numpy.float64)  # (size, b)
+                total = xp.logaddexp(total, _logsumexp(log_w, axis=0))  # (b,)
+            estimate[rows] = to_host(total - math.log(k))
     return estimate
 
 
@@ -96,7 +99,8 @@ def kl_per_dimension(model, x, y=None):
     to the batch-mean KL term of the ELBO; dimensions near 0 have collapsed to the prior.
     """
     mu, logvar = _gaussian_posterior(model, x, y, "kl_per_dimension")
-    return (0.5 * (numpy.exp(logvar) + mu**2 - 1.0 - logvar)).mean(axis=0)
+    xp = array_module(mu)
+    return to_host((0.5 * (xp.exp(logvar) + mu**2 - 1.0 - logvar)).mean(axis=0))
 
 
 def mutual_information(model, x, rng, n_samples=1, y=None, chunk_size=500):
@@ -128,9 +132,9 @@ def mutual_information(model, x, rng, n_samples=1, y=None, chunk_size=500):
     mu, logvar = _gaussian_posterior(model, x, y, "mutual_information")  # (N, Z) each
     total = 0.0
     for _ in range(n_samples):
-        z = mu + numpy.exp(0.5 * logvar) * rng.standard_normal(mu.shape)  # (N, Z): z_n ~ q(z|x_n)
+        z = mu + array_module(mu).exp(0.5 * logvar) * _noise(rng, mu)  # (N, Z): z_n ~ q(z|x_n)
         log_q_own, log_q_aggregate = _log_posterior_densities(z, mu, logvar, chunk_size)  # (N,) each
-        total += (log_q_own - log_q_aggregate).mean()
+        total += float((log_q_own - log_q_aggregate).mean())
     return float(total / n_samples)
 
 
@@ -169,11 +173,11 @@ def aggregate_kl(model, x, rng, y=None, samples=1, chunk_size=500):
     mu, logvar = _gaussian_posterior(model, x, y, "aggregate_kl")  # (N, Z) each
     total = 0.0
     for _ in range(samples):
-        z = mu + numpy.exp(0.5 * logvar) * rng.standard_normal(mu.shape)  # (N, Z): z_n ~ q(z|x_n)
+        z = mu + array_module(mu).exp(0.5 * logvar) * _noise(rng, mu)  # (N, Z): z_n ~ q(z|x_n)
         _, log_q_aggregate = _log_posterior_densities(z, mu, logvar, chunk_size)  # (N,)
         with no_grad():
-            log_p = numpy.asarray(model.prior.log_prob(Tensor(z)).numpy(), dtype=numpy.float64)  # (N,)
-        total += (log_q_aggregate - log_p).mean()
+            log_p = model.prior.log_prob(Tensor(z)).data.astype(numpy.float64)  # (N,)
+        total += float((log_q_aggregate - log_p).mean())
     return float(total / samples)
 
 
@@ -265,31 +269,39 @@ def codebook_usage(model, x):
     return model.codebook_usage(x)
 
 
+def _noise(rng, like):
+    """Standard normal noise of ``like``'s shape, drawn by the NumPy Generator ``rng`` and copied to where
+    ``like`` lives (so the draws are the same on every backend)."""
+    return array_module(like).asarray(rng.standard_normal(like.shape))
+
+
 def _log_posterior_densities(z, mu, logvar, chunk_size):
     """For rows z_n (N, Z) drawn from q(z|x_n): log q(z_n|x_n) and log q̂(z_n) = log (1/N) Σ_m q(z_n|x_m),
-    (N,) each, ``chunk_size`` rows at a time against all N diagonal Gaussians (μ, log σ²)."""
+    (N,) each, ``chunk_size`` rows at a time against all N diagonal Gaussians (μ, log σ²), where they live."""
+    xp = array_module(z, mu, logvar)
     n = len(mu)
-    inv_var = numpy.exp(-logvar)  # (N, Z)
+    inv_var = xp.exp(-logvar)  # (N, Z)
     # log q(z|x_m) = −½ Σ_j [log 2π + lv_mj + (z_j − μ_mj)² / σ_mj²], the square expanded into matrix
     # products so a chunk needs (rows, N) memory, never (rows, N, Z).
     const = -0.5 * (mu.shape[1] * LOG_2PI + logvar.sum(axis=1) + (mu**2 * inv_var).sum(axis=1))  # (N,)
     scaled_mu = mu * inv_var  # (N, Z)
-    own, aggregate = numpy.empty(n), numpy.empty(n)
+    own, aggregate = xp.empty(n), xp.empty(n)
     for start in range(0, n, chunk_size):
         rows = slice(start, start + chunk_size)
         block = z[rows]  # (b, Z)
         log_q = const - 0.5 * (block**2) @ inv_var.T + block @ scaled_mu.T  # (b, N): [i, m] = log q(z_i|x_m)
-        own[rows] = log_q[numpy.arange(len(block)), numpy.arange(start, start + len(block))]
+        own[rows] = log_q[xp.arange(len(block)), xp.arange(start, start + len(block))]
         aggregate[rows] = _logsumexp(log_q, axis=1) - math.log(n)
     return own, aggregate
 
 
 def _logsumexp(a, axis):
-    """log Σ exp(a) along axis in NumPy, shifted by the maximum; all −inf gives −inf."""
+    """log Σ exp(a) along axis, in a's array module, shifted by the maximum; all −inf gives −inf."""
+    xp = array_module(a)
     shift = a.max(axis=axis, keepdims=True)
-    shift = numpy.where(numpy.isfinite(shift), shift, 0.0)
-    with numpy.errstate(divide="ignore"):
-        return numpy.log(numpy.exp(a - shift).sum(axis=axis)) + numpy.squeeze(shift, axis=axis)
+    shift = xp.where(xp.isfinite(shift), shift, 0.0)
+    with numpy.errstate(divide="ignore"):  # NumPy's setting (CuPy has none and never warns)
+        return xp.log(xp.exp(a - shift).sum(axis=axis)) + xp.squeeze(shift, axis=axis)
 
 
 def _check_positive_int(function, name, value):
@@ -298,16 +310,29 @@ def _check_positive_int(function, name, value):
 
 
 def _checked(model, x, y):
-    """x as the model's checked array (B, x_dim) and y as checked labels (None for unconditional models)."""
-    data = model.check_x(x).numpy()
+    """x as the model's checked array (B, x_dim), where the model computes, and y as checked labels (host
+    integers; None for unconditional models)."""
+    data = model.check_x(x).data
     return data, model.check_y(y, len(data))
 
 
+def _on_host(value):
+    """A Tensor's or an array's values as a NumPy float64 array (a copy from the GPU under CuPy)."""
+    return numpy.asarray(to_host(value.data if isinstance(value, Tensor) else value), dtype=numpy.float64)
+
+
+def _in_float64(value):
+    """A Tensor's or an array's values as a float64 array in its own array module (it stays on the GPU)."""
+    data = value.data if isinstance(value, Tensor) else value
+    return array_module(data).asarray(data, dtype=numpy.float64)
+
+
 def _latent_means(model, x, y, function):
+    """model.latent_mean(x) as a NumPy float64 array (N, Z): what the evaluation results are made of."""
     data, labels = _checked(model, x, y)
     with no_grad():
         means = model.latent_mean(data, labels)
-    means = numpy.asarray(means.numpy() if hasattr(means, "numpy") else means, dtype=numpy.float64)
+    means = _on_host(means)
     if means.ndim != 2 or len(means) != len(data):
         raise ValueError(
             f"{function}: model {model.name!r} returned latent means of shape {means.shape}; expected "
@@ -317,7 +342,8 @@ def _latent_means(model, x, y, function):
 
 
 def _gaussian_posterior(model, x, y, function):
-    """(μ, log σ²) of a diagonal-Gaussian q(z|x) as float64 arrays (B, Z), or an error naming the model."""
+    """(μ, log σ²) of a diagonal-Gaussian q(z|x) as float64 arrays (B, Z) in the model's array module, or an
+    error naming the model."""
     if not has_closed_form_kl(model):
         raise TypeError(
             f"{function}: model {model.name!r} ({type(model).__name__}) has no diagonal-Gaussian posterior "
@@ -332,9 +358,7 @@ def _gaussian_posterior(model, x, y, function):
             f"{function}: model {model.name!r} ({type(model).__name__}) has no diagonal-Gaussian posterior: "
             f"encode(x) returned {type(encoded).__name__}, expected a (mu, logvar) pair"
         )
-    mu, logvar = (
-        numpy.asarray(t.numpy() if hasattr(t, "numpy") else t, dtype=numpy.float64) for t in encoded
-    )
+    mu, logvar = (_in_float64(t) for t in encoded)
     if mu.shape != logvar.shape or mu.ndim != 2:
         raise TypeError(
             f"{function}: model {model.name!r} encode(x) returned mu {mu.shape} and logvar {logvar.shape}; "

@@ -26,12 +26,13 @@ import numpy
 
 import tinyvae.functional as F
 from tinyvae import nn
+from tinyvae.backend import array_module
 from tinyvae.tensor import Tensor
 
 
 def _check_z(layer, z, z_dim):
     if not isinstance(z, Tensor):
-        z = Tensor(numpy.asarray(z))
+        z = Tensor(z if array_module(z) is not numpy else numpy.asarray(z))  # a device array stays there
     if z.ndim < 1 or z.shape[-1] != z_dim:
         raise ValueError(f"{layer}: z has shape {z.shape} but the flow expects (..., {z_dim})")
     return z

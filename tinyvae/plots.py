@@ -31,6 +31,7 @@ from matplotlib.ticker import MaxNLocator
 
 from tinyvae import evaluate, figures
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import to_host
 from tinyvae.models.priors import normal_ppf  # noqa: F401  (kept here for plots.normal_ppf users)
 from tinyvae.models.vqvae import codebook_usage_figure as codebook_usage_hist  # noqa: F401  (the VQ-VAE draws it)
 from tinyvae.nn import as_generator
@@ -56,12 +57,10 @@ def principal_components(points, k=2):
 
 
 def _numpy(value):
-    """A Tensor, a CuPy array or array-like as a float64 NumPy array."""
+    """A Tensor, a CuPy array or array-like as a float64 NumPy array: figure data crosses to the host here."""
     if isinstance(value, Tensor):
         value = value.data
-    if hasattr(value, "get"):
-        value = value.get()
-    return numpy.asarray(value, dtype=numpy.float64)
+    return numpy.asarray(to_host(value), dtype=numpy.float64)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ Every model answers the same calls, so training, evaluation and plotting treat t
   ``model.interpolate(x_a, x_b, steps, method="linear" | "slerp")``.
 
 Inputs ``x`` are arrays (or Tensors) of shape (B, x_dim); outputs meant for looking at (reconstructions,
-samples, interpolations) are NumPy arrays of decoder means: Bernoulli probabilities or Gaussian means.
+samples, interpolations, ``decode``) are NumPy arrays of decoder means: Bernoulli probabilities or Gaussian
+means, copied to the host with :func:`tinyvae.backend.to_host` when the model runs on a GPU. What stays in
+the computation (``latent_mean``, ``sample_latents``, tensor data) lives in the model's array module
+(CuPy on a GPU), and its consumers copy it to the host themselves where they need NumPy.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import nn
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import array_module, default_array_module, to_host
 from tinyvae.tensor import Tensor
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -194,9 +198,16 @@ class LossResult:
 
 
 def _as_numpy(value):
+    """A loss result's per-example values on the host: they are read by progress bars and metric files."""
     if isinstance(value, Tensor):
         value = value.data
-    return value.get() if hasattr(value, "get") else numpy.asarray(value)
+    return to_host(value)
+
+
+def _as_array(value):
+    """``value`` as an array: a device array (CuPy) as it is, anything else (a list, a NumPy array) through
+    ``numpy.asarray``. It becomes a Tensor next, which copies a NumPy array to the device when needed."""
+    return value if array_module(value) is not numpy else numpy.asarray(value)
 
 
 class DecoderLikelihood(nn.Module):
@@ -231,19 +242,21 @@ def slerp(a, b, t):
     """Spherical interpolation between rows of a and b at fraction t (White 2016, "Sampling Generative
     Networks"): it keeps the norm that a Gaussian latent typically has, where a straight line between
     two typical points passes through the low-norm, atypical middle. Falls back to a line when a ∥ b."""
-    norms = numpy.linalg.norm(a, axis=-1) * numpy.linalg.norm(b, axis=-1)
-    cos = numpy.clip((a * b).sum(axis=-1) / numpy.maximum(norms, 1e-12), -1.0, 1.0)
-    omega = numpy.arccos(cos)[..., None]
-    sin = numpy.sin(omega)
-    safe = numpy.abs(sin) > 1e-6
-    spherical = (numpy.sin((1 - t) * omega) * a + numpy.sin(t * omega) * b) / numpy.where(safe, sin, 1.0)
-    return numpy.where(safe, spherical, (1 - t) * a + t * b)
+    xp = array_module(a, b, t)
+    norms = xp.linalg.norm(a, axis=-1) * xp.linalg.norm(b, axis=-1)
+    cos = xp.clip((a * b).sum(axis=-1) / xp.maximum(norms, 1e-12), -1.0, 1.0)
+    omega = xp.arccos(cos)[..., None]
+    sin = xp.sin(omega)
+    safe = xp.abs(sin) > 1e-6
+    spherical = (xp.sin((1 - t) * omega) * a + xp.sin(t * omega) * b) / xp.where(safe, sin, 1.0)
+    return xp.where(safe, spherical, (1 - t) * a + t * b)
 
 
 class Model(nn.Module):
     """Base class of every model. Subclasses set ``name`` and ``config_class``, implement ``objective`` (the
     loss of one batch), ``encode``, ``decode_logits`` (the decoder's raw output for latents z),
-    ``latent_mean`` (a point estimate of z for x, used by reconstruct and interpolate), set ``self.prior``
+    ``latent_mean`` (a point estimate of z for x, used by reconstruct and interpolate: an array in the
+    model's array module, so on the GPU under CuPy; its readers copy it with ``to_host``), set ``self.prior``
     in ``__init__`` (see :mod:`tinyvae.models.priors`), and declare what they are with the class attributes
     below. Training, plots, evaluation and the command line read those and the hooks further down; none of
     them asks a model's name. A new model is its own file plus :func:`tinyvae.models.register`."""
@@ -275,6 +288,13 @@ class Model(nn.Module):
         self.config = config
         self.dtype = numpy.dtype(config.dtype)
         self.training_steps = 0  # loss() calls in training mode: what a KL warm-up or a schedule reads
+
+    @property
+    def xp(self):
+        """The array module the model computes in (CuPy on a GPU, else NumPy): that of its parameters."""
+        for parameter in self.parameters():
+            return parameter.xp
+        return default_array_module()
 
     # ----- input checks shared by every model -----
     def check_loss_call(self, x, rng, rng_required=True):
@@ -312,7 +332,7 @@ class Model(nn.Module):
                 f"{self.name}: x is None; expected an array of shape (batch, {self.config.x_dim})"
             )
         try:
-            data = x.data if isinstance(x, Tensor) else numpy.asarray(x)
+            data = x.data if isinstance(x, Tensor) else _as_array(x)
         except ValueError as error:  # a ragged nested list
             raise ValueError(
                 f"{self.name}: x is not an array of shape (batch, {self.config.x_dim}) ({error})"
@@ -324,7 +344,7 @@ class Model(nn.Module):
         if data.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: x has dtype {data.dtype}; expected a numeric array")
         tensor = Tensor(data.astype(self.dtype, copy=False))
-        if not numpy.isfinite(tensor.numpy()).all():
+        if not tensor.xp.isfinite(tensor.data).all():  # checked where x lives: one bool, not x, to the host
             raise ValueError(f"{self.name}: x contains NaN or infinite values")
         return tensor
 
@@ -335,7 +355,7 @@ class Model(nn.Module):
         n_classes = self.config.n_classes
         if y is None:
             raise ValueError(f"{self.name}: this model is conditional; pass labels y of shape ({n},)")
-        labels = numpy.asarray(y)
+        labels = to_host(y)  # labels are few, and one_hot and the checks below read them on the host
         if labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise ValueError(
                 f"{self.name}: y must be integer labels of shape ({n},), got shape {labels.shape} "
@@ -350,10 +370,11 @@ class Model(nn.Module):
 
     # ----- the shared interface built on the subclass's pieces -----
     def decode(self, z, y=None):
-        """E[x | z] as an array (probabilities or means), for latents z of shape (n, z_dim)."""
+        """E[x | z] as a NumPy array (probabilities or means), for latents z of shape (n, z_dim) (a NumPy
+        array, or one in the model's array module as ``latent_mean`` and ``sample_latents`` give them)."""
         with no_grad():
-            z = Tensor(numpy.asarray(z, dtype=self.dtype))
-            return self.likelihood.mean(self.decode_logits(z, y))
+            z = Tensor(z, dtype=self.dtype)
+            return to_host(self.likelihood.mean(self.decode_logits(z, y)))
 
     def reconstruct(self, x, y=None):
         """Decode the latent point estimate of x: E[x | z = latent_mean(x)]."""
@@ -383,8 +404,8 @@ class Model(nn.Module):
         with no_grad():
             ends = self.check_x(numpy.concatenate([numpy.reshape(x_a, (1, -1)), numpy.reshape(x_b, (1, -1))]))
             labels = None if y is None else self.check_y(numpy.full(2, y), 2)
-            z = numpy.asarray(self.latent_mean(ends, labels))
-            t = numpy.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
+            z = self.latent_mean(ends, labels)  # (2, Z), where the model computes
+            t = array_module(z).linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
             if method == "linear":
                 path = (1 - t) * z[0] + t * z[1]
             else:

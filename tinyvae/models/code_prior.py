@@ -40,7 +40,7 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import checkpoint, nn, optim
 from tinyvae.autodiff import no_grad
-from tinyvae.backend import blas_threads
+from tinyvae.backend import blas_threads, to_host
 from tinyvae.checkpoint import CheckpointError
 from tinyvae.files import atomic_write_bytes
 from tinyvae.models.base import _a, _is_integer, check_choice, check_integer, config_from_dict
@@ -381,8 +381,8 @@ class LearnedCodes(Prior):
     def log_prob(self, z):
         """log p(c) for the codes c nearest to the L vectors of each z (n, L·D): exact for z made of codes,
         which are the only points this prior gives mass to. A Tensor (n,), in nats, not differentiable."""
-        codes = numpy.asarray(self.codebook())  # (K, D)
-        data = numpy.asarray(z.data if isinstance(z, Tensor) else z, dtype=numpy.float64)
+        codes = to_host(self.codebook())  # (K, D); this evaluation runs on the host
+        data = numpy.asarray(to_host(z.data if isinstance(z, Tensor) else z), dtype=numpy.float64)
         vectors = data.reshape(len(data), self.prior.config.length, codes.shape[1])  # (n, L, D)
         distances = ((vectors[:, :, None, :] - codes[None, None]) ** 2).sum(axis=-1)  # (n, L, K)
         with no_grad():

@@ -67,6 +67,7 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import figures, nn
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import array_module, to_host
 from tinyvae.models.base import (
     DecoderLikelihood,
     LossResult,
@@ -225,14 +226,17 @@ class ReverseChain(Prior):
         )
 
     def sample_chain(self, n, rng, keep=()):
-        """x_1 after running the chain from x_T ~ N(0, I), and {t: x_t} for each t in ``keep`` (arrays)."""
+        """x_1 after running the chain from x_T ~ N(0, I), and {t: x_t} for each t in ``keep`` (arrays in the
+        model's array module: the chain stays on the GPU under CuPy; only the noise is drawn on the host)."""
         model, schedule = self.model, self.model.schedule
-        x = self.top.sample(n, rng).astype(numpy.float64)  # (n, D)
+        xp = model.xp
+        x = xp.asarray(self.top.sample(n, rng).astype(numpy.float64))  # (n, D)
         kept = {schedule.steps: x.copy()} if schedule.steps in keep else {}
         with no_grad(), model.averaged_weights():
             for t in range(schedule.steps, 1, -1):
-                mean = model.reverse_mean(Tensor(x.astype(model.dtype)), numpy.full(n, t)).numpy()
-                x = mean + math.sqrt(schedule.sigma2[t]) * rng.standard_normal(x.shape)  # x_{t−1}
+                mean = model.reverse_mean(Tensor(x.astype(model.dtype)), numpy.full(n, t)).data
+                noise = xp.asarray(rng.standard_normal(x.shape))
+                x = mean + math.sqrt(schedule.sigma2[t]) * noise  # x_{t−1}
                 if t - 1 in keep:
                     kept[t - 1] = x.copy()
         return x.astype(model.dtype), kept
@@ -260,8 +264,9 @@ class Diffusion(Model):
         )
         if config.likelihood == "bernoulli":  # b_i of the pixel-wise denoiser (see predict_noise)
             self.pixel_logits = nn.Parameter(numpy.zeros(config.x_dim, dtype=config.dtype))
-        # The moving average of the weights (plain arrays, so the optimiser never sees them).
-        self.average = {name: p.numpy().copy() for name, p in self.named_parameters()}
+        # The moving average of the weights (plain arrays, so the optimiser never sees them), kept where the
+        # weights are: every training step updates it.
+        self.average = {name: p.data.copy() for name, p in self.named_parameters()}
         self._averaged = False
         # The last step's variance σ_1² = β_1 is the Gaussian decoder's fixed variance (module docstring).
         last_step = dataclasses.replace(config, gaussian_logvar=math.log(self.schedule.sigma2[1]))
@@ -297,7 +302,7 @@ class Diffusion(Model):
         for name, p in self.named_parameters():
             average = self.average[name]
             average *= decay
-            average += (1.0 - decay) * p.numpy()
+            average += (1.0 - decay) * p.data
 
     @contextlib.contextmanager
     def averaged_weights(self):
@@ -396,7 +401,7 @@ class Diffusion(Model):
         """KL(q(x_T | x_0) ‖ N(0, I)) in closed form, per example (B,): no parameters, near 0 when ᾱ_T ≈ 0."""
         ab = self.schedule.alpha_bar[-1]
         mu = x0 * math.sqrt(ab)
-        return F.gaussian_kl(mu, numpy.full_like(mu.numpy(), math.log(1.0 - ab)))
+        return F.gaussian_kl(mu, mu.xp.full(mu.shape, math.log(1.0 - ab), dtype=mu.dtype))  # made where mu is
 
     def objective(self, x, rng, y=None):
         """One step t ~ U{1 … T} per example: the loss is L_simple = ‖ε − ε_θ‖² (or −ELBO with
@@ -508,7 +513,7 @@ class Diffusion(Model):
 
     def latent_mean(self, x, y=None):
         """The mean of q(x_1 | x_0), the latent the last reverse step decodes."""
-        return (self.to_chain(x) * math.sqrt(self.schedule.alpha[1])).data
+        return (self.to_chain(self.check_x(x)) * math.sqrt(self.schedule.alpha[1])).data
 
     # ----- figures -----
     def extra_figures(self, out_dir, x, y=None, rng=None):
@@ -525,7 +530,7 @@ class Diffusion(Model):
     def state_dict(self):
         """The parameters, and their moving average as ``average.<name>``."""
         state = super().state_dict()
-        state.update({f"average.{name}": value.copy() for name, value in self.average.items()})
+        state.update({f"average.{name}": numpy.array(to_host(value)) for name, value in self.average.items()})
         return state
 
     def load_state_dict(self, state):
@@ -543,7 +548,7 @@ class Diffusion(Model):
                     f"load_state_dict ({type(self).__name__}): 'average.{name}' has shape {value.shape} in "
                     f"the state but the parameter has shape {average.shape}"
                 )
-            average[...] = value
+            average[...] = array_module(average).asarray(value)  # to the device, where the average is kept
 
     # ----- how a run configures it, sizes -----
     @classmethod
@@ -582,8 +587,9 @@ class Diffusion(Model):
 
 
 def _mean_of_repeats(value, repeats):
-    """Per-example means of a (B·R,) Tensor whose rows i·R … i·R + R − 1 belong to example i: (B,) array."""
-    return value.numpy().reshape(-1, repeats).mean(axis=1)
+    """Per-example means of a (B·R,) Tensor whose rows i·R … i·R + R − 1 belong to example i: a (B,) array
+    where the Tensor is (the loss result copies it to the host)."""
+    return value.data.reshape(-1, repeats).mean(axis=1)
 
 
 def _scatter(values, mask):
@@ -603,7 +609,7 @@ def chain_figure(model, rng, path, n=None):
     shown = sorted({int(round(T * f)) for f in numpy.linspace(1.0, 0.0, 9)[:-1]} | {1}, reverse=True)
     x1, kept = model.prior.sample_chain(n, rng, keep=set(shown))
     final = model.decode(x1)
-    states = [(f"x_{t}", kept[t]) for t in shown] + [("x_0 (mean)", final)]
+    states = [(f"x_{t}", to_host(kept[t])) for t in shown] + [("x_0 (mean)", final)]
     if image:
         side = math.isqrt(model.config.x_dim)
         shown_states = [model_view(model, s) if name != "x_0 (mean)" else s for name, s in states]

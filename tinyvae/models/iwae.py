@@ -19,6 +19,7 @@ import math
 import numpy
 
 import tinyvae.functional as F
+from tinyvae.backend import array_module
 from tinyvae.models.base import LossResult, check_integer
 from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, VAEConfig
@@ -66,13 +67,14 @@ class IWAE(VAE):
         log_w = self.log_weights(x, k, rng)  # (K, B): log p(x, z_k) − log q(z_k|x)
         bound = F.logsumexp(log_w, axis=0) - math.log(k)  # (B,)
         loss = -bound.mean()
-        weights = numpy.asarray(log_w.data, dtype=numpy.float64)  # (K, B)
+        weights = log_w.data.astype(numpy.float64)  # (K, B), where the model computes (a GPU under CuPy)
         # ESS = exp(2 logsumexp(log w) − logsumexp(2 log w)), the ratio computed without leaving log space.
-        ess = numpy.exp(2 * _logsumexp(weights) - _logsumexp(2 * weights))  # (B,)
+        ess = log_w.xp.exp(2 * _logsumexp(weights) - _logsumexp(2 * weights))  # (B,)
         return LossResult(loss, bound.data, elbo_k1=weights.mean(axis=0), ess=ess)
 
 
 def _logsumexp(a):
-    """log Σ_k exp(a_k) over axis 0, in NumPy (diagnostics only: no gradient needed)."""
+    """log Σ_k exp(a_k) over axis 0, on the array itself (diagnostics only: no gradient needed)."""
+    xp = array_module(a)
     shift = a.max(axis=0)
-    return shift + numpy.log(numpy.exp(a - shift).sum(axis=0))
+    return shift + xp.log(xp.exp(a - shift).sum(axis=0))

@@ -135,7 +135,7 @@ class MixtureVAE(Model):
     def latent_mean(self, x, y=None):
         """The mixture mean E_q[z] = Σ_k π_k μ_k, an array (B, Z)."""
         log_pi, mu, _ = self.encoder(x)
-        return (numpy.exp(log_pi.data)[..., None] * mu.data).sum(axis=-2)
+        return (log_pi.xp.exp(log_pi.data)[..., None] * mu.data).sum(axis=-2)
 
     def kl_weight(self):
         """β, ramped linearly from 0 over the first ``warmup_steps`` training steps (as in the VAE)."""
@@ -168,11 +168,11 @@ class MixtureVAE(Model):
         components out instead)."""
         x = self.check_x(x)
         log_pi, mu, logvar = self.encoder(x)  # (B, K), (B, K, Z), (B, K, Z)
-        batch = x.shape[0]
-        cdf = numpy.cumsum(numpy.exp(numpy.asarray(log_pi.data, dtype=numpy.float64)), axis=-1)  # (B, K)
-        uniform = rng.uniform(size=(k, batch, 1))  # (k, B, 1)
-        component = numpy.minimum((uniform > cdf).sum(axis=-1), self.config.components - 1)  # (k, B)
-        rows = numpy.broadcast_to(numpy.arange(batch), component.shape)  # (k, B)
+        batch, xp = x.shape[0], x.xp  # the component choice runs where the model computes
+        cdf = xp.cumsum(xp.exp(log_pi.data.astype(numpy.float64)), axis=-1)  # (B, K)
+        uniform = xp.asarray(rng.uniform(size=(k, batch, 1)))  # (k, B, 1), drawn on the host
+        component = xp.minimum((uniform > cdf).sum(axis=-1), self.config.components - 1)  # (k, B)
+        rows = xp.broadcast_to(xp.arange(batch), component.shape)  # (k, B)
         eps = rng.standard_normal((k, batch, self.config.z_dim)).astype(self.dtype)  # (k, B, Z)
         z = F.reparameterize(mu[rows, component], logvar[rows, component], eps)  # (k, B, Z)
         log_px_given_z = self.likelihood.log_prob(self.decoder(z), x)  # (k, B)

@@ -20,6 +20,7 @@ import math
 import numpy
 
 import tinyvae.functional as F
+from tinyvae.backend import to_host
 from tinyvae.tensor import Tensor
 
 
@@ -65,7 +66,7 @@ class Prior:
 
     def quantile(self, p):
         """(len(p), latent size): the p-quantiles of each latent dimension's marginal."""
-        draws = numpy.asarray(self.sample(20_000, numpy.random.default_rng(0)), dtype=numpy.float64)
+        draws = to_host(self.sample(20_000, numpy.random.default_rng(0))).astype(numpy.float64)  # (20000, Z)
         return numpy.quantile(draws, numpy.asarray(p, dtype=numpy.float64), axis=0)
 
 

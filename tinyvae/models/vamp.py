@@ -61,7 +61,7 @@ class VampPrior(nn.Module, Prior):
 
     @property
     def description(self):
-        return f"VampPrior, a mixture of q(z|u_k) over {len(self.pseudo_logits.numpy())} pseudo-inputs"
+        return f"VampPrior, a mixture of q(z|u_k) over {self.pseudo_logits.shape[0]} pseudo-inputs"
 
     def pseudo_inputs(self):
         """u_k = sigmoid(w_k), a Tensor (K, x_dim) in [0, 1]."""

@@ -42,11 +42,13 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import figures, nn
 from tinyvae.autodiff import no_grad
+from tinyvae.backend import array_module, to_host
 from tinyvae.models.base import (
     DecoderLikelihood,
     LossResult,
     Model,
     ModelConfig,
+    _as_array,
     check_choice,
     check_flag,
     check_number,
@@ -141,7 +143,8 @@ def laplace_smoothed_counts(counts, epsilon):
 
     Adds ε to every count, then rescales so the total n is unchanged: no code's count is ever zero, so the
     EMA code M_k / Ñ_k stays finite for a code that has not been chosen for a long time."""
-    counts = numpy.asarray(counts, dtype=numpy.float64)
+    xp = array_module(counts)
+    counts = xp.asarray(counts, dtype=xp.float64)
     total = counts.sum()
     return (counts + epsilon) / (total + len(counts) * epsilon) * total
 
@@ -150,8 +153,9 @@ def usage_stats(counts):
     """``{"perplexity", "codes_used", "counts"}`` from how often each code was chosen.
 
     perplexity = exp(H(p̄)) with p̄_k = counts_k / Σ counts (0 log 0 = 0): K when every code is used equally,
-    1 when one code takes everything; NaN when nothing was counted yet."""
-    counts = numpy.asarray(counts, dtype=numpy.int64)
+    1 when one code takes everything; NaN when nothing was counted yet. Computed on the host (K numbers):
+    these are metrics for the progress bar, the evaluation report and the usage figure."""
+    counts = numpy.asarray(to_host(counts), dtype=numpy.int64)
     total = counts.sum()
     if total == 0:
         return {"perplexity": float("nan"), "codes_used": 0, "counts": counts}
@@ -166,17 +170,21 @@ def kmeans_plus_plus(points, k, rng):
     The first uniformly; each next one with probability proportional to its squared distance to the nearest
     row already chosen, so the seeds spread over the data. Once every point coincides with a chosen one (fewer
     distinct points than k), the rest are drawn uniformly: duplicates, which dead-code restart later moves.
+
+    The distances are computed where ``points`` live (on the GPU for CuPy arrays); only the probabilities of
+    each draw go to the host, because ``rng`` is a NumPy Generator (N numbers per seed, once per training).
     """
-    points = numpy.asarray(points)
+    xp = array_module(points)
+    points = xp.asarray(points)
     n = points.shape[0]
-    data = points.astype(numpy.float64)
+    data = points.astype(xp.float64)
     chosen = [int(rng.integers(n))]
     sq_dist = ((data - data[chosen[0]]) ** 2).sum(axis=1)  # (N,) to the nearest chosen seed
     for _ in range(1, k):
-        total = sq_dist.sum()
-        i = int(rng.choice(n, p=sq_dist / total)) if total > 0 else int(rng.integers(n))
+        total = float(sq_dist.sum())
+        i = int(rng.choice(n, p=to_host(sq_dist / total))) if total > 0 else int(rng.integers(n))
         chosen.append(i)
-        sq_dist = numpy.minimum(sq_dist, ((data - data[i]) ** 2).sum(axis=1))
+        sq_dist = xp.minimum(sq_dist, ((data - data[i]) ** 2).sum(axis=1))
     return points[chosen].copy()  # (k, D), in the input dtype
 
 
@@ -220,18 +228,21 @@ class VQVAE(Model):
         self.likelihood = DecoderLikelihood(c)
         # EMA statistics: every code starts as if it had been assigned one vector, itself (N_k = 1,
         # M_k = e_k), so the first update averages the old code with its new members (no division by 0).
-        self.ema_count = numpy.ones(c.codebook_size)  # (K,) N_k, float64
-        self.ema_sum = codes.astype(numpy.float64)  # (K, D) M_k
+        # They and the counters below live beside the codebook (on the GPU under CuPy), since every
+        # training step updates them from the batch's indices.
+        xp = self.codebook.xp
+        self.ema_count = xp.ones(c.codebook_size)  # (K,) N_k, float64
+        self.ema_sum = self.codebook.data.astype(xp.float64)  # (K, D) M_k
         # (K,) training calls since each code was last chosen; drives dead-code restart
-        self.steps_unused = numpy.zeros(c.codebook_size, dtype=numpy.int64)
+        self.steps_unused = xp.zeros(c.codebook_size, dtype=xp.int64)
         self.codebook_initialised = not c.kmeans_init
-        self.prior = UniformCodes(lambda: self.codebook.numpy(), c.latent_vectors)
+        self.prior = UniformCodes(lambda: self.codebook.data, c.latent_vectors)
         self.reset_usage()
 
     # ----- the pieces of the loss -----
     def check_latents(self, z):
         """z of shape (n, L·D) or (n, L, D) as a Tensor of shape (n, L, D), or a clear error."""
-        data = z.data if isinstance(z, Tensor) else numpy.asarray(z)
+        data = z.data if isinstance(z, Tensor) else _as_array(z)
         L, D = self.num_vectors, self.code_dim
         flat_ok = data.ndim == 2 and data.shape[1] == L * D
         if not flat_ok and not (data.ndim == 3 and data.shape[1:] == (L, D)):
@@ -286,7 +297,7 @@ class VQVAE(Model):
         if not self.config.ema:
             loss = loss + codebook_term.mean()
         indices = terms["indices"]
-        self._usage_counts += numpy.bincount(indices.ravel(), minlength=self.num_codes)
+        self._usage_counts += array_module(indices).bincount(indices.ravel(), minlength=self.num_codes)
         if self.training:
             flat_z_e = terms["z_e"].data.reshape(-1, self.code_dim)  # (B·L, D)
             if self.config.ema:
@@ -314,17 +325,18 @@ class VQVAE(Model):
         with Ñ_k the Laplace-smoothed counts (:func:`laplace_smoothed_counts`). ``loss`` calls this once
         per training call when ``config.ema`` is set; calling it yourself as well would count a batch twice.
         """
-        z_e = numpy.asarray(z_e, dtype=numpy.float64).reshape(-1, self.code_dim)  # (N, D)
-        indices = numpy.asarray(indices).reshape(-1)  # (N,)
+        xp = self.codebook.xp  # the statistics live beside the codebook; NumPy inputs are copied there
+        z_e = xp.asarray(z_e, dtype=xp.float64).reshape(-1, self.code_dim)  # (N, D)
+        indices = xp.asarray(indices).reshape(-1)  # (N,)
         if len(indices) != len(z_e):
             raise ValueError(
                 f"{self.name}.update_codebook: {len(z_e)} vectors but {len(indices)} indices; "
                 "one index per vector"
             )
         gamma = self.config.ema_decay
-        counts = numpy.bincount(indices, minlength=self.num_codes)  # (K,) n_k
-        sums = numpy.zeros((self.num_codes, self.code_dim))  # (K, D) m_k
-        numpy.add.at(sums, indices, z_e)
+        counts = xp.bincount(indices, minlength=self.num_codes)  # (K,) n_k
+        sums = xp.zeros((self.num_codes, self.code_dim))  # (K, D) m_k
+        xp.add.at(sums, indices, z_e)
         self.ema_count = gamma * self.ema_count + (1 - gamma) * counts
         self.ema_sum = gamma * self.ema_sum + (1 - gamma) * sums
         smoothed = laplace_smoothed_counts(self.ema_count, self.config.ema_epsilon)  # (K,)
@@ -333,7 +345,7 @@ class VQVAE(Model):
     def _track_unused(self, indices):
         """steps_unused_k = training calls since code k was last chosen (0 if chosen in this one)."""
         self.steps_unused += 1
-        self.steps_unused[numpy.unique(indices)] = 0
+        self.steps_unused[array_module(indices).unique(indices)] = 0
 
     def restart_dead_codes(self, z_e, rng):
         """Move every code unchosen for ``dead_code_window`` training calls onto an encoder output of ``z_e``.
@@ -343,11 +355,12 @@ class VQVAE(Model):
         statistics restart as N_k = 1, M_k = e_k. Codes in use are not touched. Returns the restarted indices.
         Without this, a code that starts far from the data is never chosen, never gets a gradient from the
         codebook term (nor an EMA update) and stays dead for good."""
-        dead = numpy.flatnonzero(self.steps_unused >= self.config.dead_code_window)
+        xp = self.codebook.xp
+        dead = xp.flatnonzero(self.steps_unused >= self.config.dead_code_window)
         if len(dead) == 0:
             return dead
-        rows = rng.choice(len(z_e), size=len(dead), replace=len(dead) > len(z_e))
-        new_codes = numpy.asarray(z_e)[rows]  # (n_dead, D)
+        rows = rng.choice(len(z_e), size=len(dead), replace=len(dead) > len(z_e))  # host ints, as CuPy takes
+        new_codes = xp.asarray(z_e)[rows]  # (n_dead, D)
         self.codebook.data[dead] = new_codes
         self.ema_count[dead] = 1.0
         self.ema_sum[dead] = new_codes
@@ -357,7 +370,8 @@ class VQVAE(Model):
     # ----- codebook usage -----
     def reset_usage(self):
         """Start counting code usage afresh (call at the start of an epoch)."""
-        self._usage_counts = numpy.zeros(self.num_codes, dtype=numpy.int64)
+        xp = self.codebook.xp  # counted where the indices are, so a training step copies nothing to the host
+        self._usage_counts = xp.zeros(self.num_codes, dtype=xp.int64)
 
     def usage(self):
         """Code usage counted over every ``loss`` call since :meth:`reset_usage`: see :func:`usage_stats`."""
@@ -366,14 +380,15 @@ class VQVAE(Model):
     def codebook_usage(self, x):
         """Code usage of the examples x alone (accumulated counts stay as they are): :func:`usage_stats`."""
         _, indices = self.encode(x)
-        return usage_stats(numpy.bincount(indices.ravel(), minlength=self.num_codes))
+        return usage_stats(array_module(indices).bincount(indices.ravel(), minlength=self.num_codes))
 
     # ----- the shared interface -----
     def encode(self, x, y=None):
-        """(z_q, indices): the codes of x as an array (B, L, D) and their indices (B, L)."""
+        """(z_q, indices): the codes of x as an array (B, L, D) and their indices (B, L), both in the model's
+        array module (copy them with :func:`tinyvae.backend.to_host` to read them as NumPy arrays)."""
         with no_grad():
             z_q, indices = self.quantize(self.encode_continuous(self.check_x(x)))
-            return z_q.numpy(), indices
+            return z_q.data, indices
 
     def decode_logits(self, z, y=None):
         """The decoder's output for latents z of shape (n, L·D) or (n, L, D) (codes or any other points)."""
@@ -424,7 +439,7 @@ class VQVAE(Model):
         if self.config.ema:
             state["codebook"] = self.codebook.numpy().copy()
         for name in self.BUFFERS:
-            state["buffers." + name] = numpy.array(getattr(self, name), copy=True)
+            state["buffers." + name] = numpy.array(to_host(getattr(self, name)), copy=True)
         return state
 
     def load_state_dict(self, state):
@@ -435,11 +450,12 @@ class VQVAE(Model):
             raise KeyError(f"load_state_dict ({type(self).__name__}): missing keys {missing}")
         values = {key: state.pop(key) for key in extra}
         super().load_state_dict(state)
+        xp = self.codebook.xp  # a state is NumPy arrays (from a checkpoint): copied to where the model lives
         if self.config.ema:
-            self.codebook.data[...] = values["codebook"]
-        self.ema_count = numpy.array(values["buffers.ema_count"], dtype=numpy.float64)
-        self.ema_sum = numpy.array(values["buffers.ema_sum"], dtype=numpy.float64)
-        self.steps_unused = numpy.array(values["buffers.steps_unused"], dtype=numpy.int64)
+            self.codebook.data[...] = xp.asarray(values["codebook"], dtype=self.codebook.dtype)
+        self.ema_count = xp.array(values["buffers.ema_count"], dtype=xp.float64)
+        self.ema_sum = xp.array(values["buffers.ema_sum"], dtype=xp.float64)
+        self.steps_unused = xp.array(values["buffers.steps_unused"], dtype=xp.int64)
         self.codebook_initialised = bool(values["buffers.codebook_initialised"])
 
 
