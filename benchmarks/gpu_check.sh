@@ -50,7 +50,7 @@ done
 step 60 "sample (gpu)" tinyvae sample --device gpu "$runs/vae"
 step 60 "reconstruct (gpu)" tinyvae reconstruct --device gpu "$runs/vae"
 step 60 "interpolate (gpu)" tinyvae interpolate --device gpu "$runs/vae"
-step 180 "GPU benchmarks against PyTorch CUDA" python3 benchmarks/gpu_bench.py
+step 150 "GPU benchmarks against PyTorch CUDA" python3 benchmarks/gpu_bench.py --steps 30
 for backend in numba cupy; do
     step 120 "epoch time, vae, $backend" env TINYVAE_BACKEND=$backend \
         tinyvae train --epochs 3 --no-plots --no-progress --out "$runs/time-$backend"
