@@ -32,7 +32,7 @@ step() {  # step SECONDS TITLE COMMAND...: run one step with a time limit, loggi
 : >"$log"
 step 60 "environment" bash -c 'date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv;
     python3 -c "import sys, numpy, cupy; print(sys.version); print(\"numpy\", numpy.__version__, \"cupy\", cupy.__version__);
-import cupy.cuda.nvrtc as n; print(\"nvrtc\", n.getVersion())"'
+from cupy_backends.cuda.libs import nvrtc; print(\"nvrtc\", nvrtc.getVersion())"'
 step 120 "install (no dependencies)" python3 -m pip install --no-deps --no-build-isolation -q -e .
 step 60 "tinyvae info (auto)" tinyvae info
 step 300 "kernel, backend and compile tests with CuPy" env TINYVAE_BACKEND=cpu python3 -m pytest -q -rs \
