@@ -159,7 +159,10 @@ def _choose(requested, source):
         if ok:
             return "cupy", f"auto: cupy {detail}"
         name, cpu_detail = _best_cpu_backend()
-        return name, f"auto: {cpu_detail}; not cupy: {detail}"
+        return (
+            name,
+            f"auto: {cpu_detail}; not cupy: {detail.split(';')[0]}",
+        )  # info()'s cupy line has the rest
     if requested == "cpu":
         name, cpu_detail = _best_cpu_backend()
         return name, f"{source} asked for the CPU: {cpu_detail}"

@@ -87,6 +87,11 @@ class World:
         self.comm.Allreduce(values, total)  # default op: MPI.SUM
         return total
 
+    def barrier(self) -> None:
+        """Wait until every rank has come here."""
+        if self.distributed:
+            self.comm.Barrier()
+
     def broadcast(self, value):
         """Rank 0's ``value`` (any picklable object) on every rank."""
         return self.comm.bcast(value, root=0) if self.distributed else value
@@ -140,38 +145,45 @@ class GradientAllreduce:
     """Sum the parameters' gradients over ranks with one Allreduce over one flat buffer per step.
 
     The buffer holds every gradient back to back (float32 for float32 parameters; float64 if any parameter
-    is float64), each scaled by this rank's share of the global batch, B_r / B; after the sum each
-    parameter's gradient is the global batch's (module docstring). Parameters without a gradient this step
-    contribute zeros, so every rank sends the same layout."""
+    is float64), each scaled by this rank's share of the global batch, B_r / B, and after them the batch's
+    summary (loss, ELBO, ... of the shard), scaled alike, so the same message also gives every rank the
+    global batch's means. After the sum each parameter's gradient is the global batch's (module docstring).
+    Parameters without a gradient this step contribute zeros, so every rank sends the same layout."""
 
     def __init__(self, parameters, world_: World):
         self.parameters = list(parameters)
         self.world = world_
-        dtype = (
-            numpy.result_type(*(p.data.dtype for p in self.parameters)) if self.parameters else numpy.float32
-        )
+        dtypes = [p.data.dtype for p in self.parameters]
+        self.dtype = numpy.result_type(*dtypes) if dtypes else numpy.dtype(numpy.float32)
         sizes = [p.data.size for p in self.parameters]
         self.offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).astype(int)
-        self.buffer = numpy.zeros(int(self.offsets[-1]), dtype=dtype)
-        self.total = numpy.empty_like(self.buffer)
+        self.buffer = self.total = None
 
-    def __call__(self, share: float) -> None:
-        """Replace each gradient by Σ_r share_r · grad_r (``share`` = this rank's B_r / B)."""
-        from tinyvae.backend import to_host
+    def __call__(self, share: float, summary: dict) -> dict:
+        """Replace each gradient by Σ_r share_r · grad_r and return {name: Σ_r share_r · summary_r[name]}
+        (``share`` = this rank's B_r / B; the summary's names are the same on every rank)."""
+        from tinyvae.backend import array_module, to_host
 
+        names = sorted(summary)
+        size = int(self.offsets[-1]) + len(names)
+        if self.buffer is None or self.buffer.size != size:
+            self.buffer, self.total = numpy.empty(size, self.dtype), numpy.empty(size, self.dtype)
         for p, start, stop in zip(self.parameters, self.offsets[:-1], self.offsets[1:], strict=True):
             part = self.buffer[start:stop]
             if p.grad is None:
                 part[:] = 0
             else:
                 numpy.multiply(to_host(p.grad).reshape(-1), share, out=part, casting="unsafe")
+        self.buffer[self.offsets[-1] :] = [share * summary[name] for name in names]
         self.world.comm.Allreduce(self.buffer, self.total)
         for p, start, stop in zip(self.parameters, self.offsets[:-1], self.offsets[1:], strict=True):
             summed = self.total[start:stop].reshape(p.data.shape).astype(p.data.dtype, copy=False)
+            xp = array_module(p.data)  # on a GPU the sum goes back to the device (an explicit copy)
             if p.grad is None:
-                p.grad = summed.copy()
+                p.grad = xp.array(summed)
             else:
-                p.grad[...] = summed
+                p.grad[...] = xp.asarray(summed)
+        return {name: float(v) for name, v in zip(names, self.total[self.offsets[-1] :], strict=True)}
 
 
 class ShardedGenerator:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -33,6 +34,7 @@ import time
 import numpy
 
 import tinyvae
+from tinyvae import distributed
 from tinyvae.autodiff import no_grad
 from tinyvae.checkpoint import (
     CheckpointError,
@@ -59,6 +61,7 @@ def environment():
         "python": platform.python_version(),
         "machine": platform.machine(),
         "backend": tinyvae.backend.info(),
+        "mpi_ranks": distributed.world().size,  # 1 unless started by mpiexec (tinyvae/distributed.py)
     }
 
 
@@ -73,20 +76,39 @@ def _labels_for(model, labels):
     return labels if model.conditional else None
 
 
-def evaluate_split(model, data, batch_size, seed=EVALUATION_SEED):
+def evaluate_split(model, data, batch_size, seed=EVALUATION_SEED, world=None):
     """Batch-size-weighted means of the loss, the ELBO and every term on ``data``, without gradients, with
-    fixed noise (so epochs are comparable). The model is left in training mode."""
+    fixed noise (so epochs are comparable). The model is left in training mode.
+
+    On several MPI ranks (``world``) each rank evaluates its shard of every batch and the weighted sums are
+    added up over ranks, so every rank returns the means of the whole split."""
+    world = world or distributed.World()
     rng = numpy.random.default_rng(seed)
     model.eval()
     summaries = []
     try:
         with no_grad():
             for x, labels in data.batches(batch_size, rng, shuffle=False):
-                result = model.loss(x, rng, y=_labels_for(model, labels))
+                x, labels, model_rng = _shard(world, x, labels, rng)
+                result = model.loss(x, model_rng, y=_labels_for(model, labels))
                 summaries.append((len(x), result.summary()))
     finally:
         model.train()
-    return _weighted_means(summaries)
+    if not world.distributed:
+        return _weighted_means(summaries)
+    names = sorted(summaries[0][1])  # the same model on every rank: the same names
+    sums = [sum(n * s[name] for n, s in summaries) for name in names]
+    totals = world.sum([*sums, sum(n for n, _ in summaries)])
+    return {name: float(total / totals[-1]) for name, total in zip(names, totals[:-1], strict=True)}
+
+
+def _shard(world, x, labels, rng):
+    """This rank's part of a global batch: (x, labels, the generator the model draws from). One rank: all."""
+    if not world.distributed:
+        return x, labels, rng
+    part = world.shard(len(x))
+    shard_labels = None if labels is None else labels[part]
+    return x[part], shard_labels, distributed.ShardedGenerator(rng, part, len(x))
 
 
 def _diverged(model, epoch, step, result):
@@ -114,28 +136,42 @@ def _first_non_finite_parameter(model):
     return None
 
 
-def train_epoch(model, data, batch_size, optimizer, rng, epoch, progress=None):
-    """One pass over ``data`` in shuffled minibatches; returns the weighted means of the batch summaries."""
+def train_epoch(model, data, batch_size, optimizer, rng, epoch, progress=None, world=None):
+    """One pass over ``data`` in shuffled minibatches; returns the weighted means of the batch summaries.
+
+    On several MPI ranks (``world``) each rank takes its shard of every global batch, and one Allreduce per
+    step sums the scaled gradients and the batch's summary (tinyvae/distributed.py), so every rank applies
+    the same update and decides alike whether the loss is finite."""
+    world = world or distributed.World()
+    allreduce = distributed.GradientAllreduce(model.parameters(), world) if world.distributed else None
     model.train()
     summaries = []
     for step, (x, labels) in enumerate(data.batches(batch_size, rng), start=1):
+        batch_count = len(x)
+        x, labels, model_rng = _shard(world, x, labels, rng)
         optimizer.zero_grad()
         try:
-            result = model.loss(x, rng, y=_labels_for(model, labels))
+            result = model.loss(x, model_rng, y=_labels_for(model, labels))
         except ValueError as error:  # e.g. the codebook search refuses a NaN code: divergence, if weights are
             cause = _first_non_finite_parameter(model)
             if cause is None:
                 raise
             where = f"training diverged at epoch {epoch}, step {step}"
             raise TrainingDiverged(f"{where}: parameter '{cause}' is not finite ({error})") from None
-        if not math.isfinite(result.loss.item()):
-            raise _diverged(model, epoch, step, result)
-        result.loss.backward()
+        if allreduce is None:
+            if not math.isfinite(result.loss.item()):
+                raise _diverged(model, epoch, step, result)
+            result.loss.backward()
+            summary = result.summary()
+        else:  # the backward first: the finiteness test needs the global loss, which comes with the gradients
+            result.loss.backward()
+            summary = allreduce(len(x) / batch_count, result.summary())
+            if not math.isfinite(summary["loss"]):
+                raise _diverged(model, epoch, step, result)
         optimizer.step()
-        summary = result.summary()
-        summaries.append((len(x), summary))
+        summaries.append((batch_count, summary))
         if progress is not None:
-            progress.update(len(x))
+            progress.update(batch_count)
             if step % 10 == 1:
                 progress.set_postfix(_progress_fields(model, summary), refresh=False)
     return _weighted_means(summaries)
@@ -177,6 +213,7 @@ def fit(
     log=print,
     start_epoch=0,
     history=None,
+    world=None,
 ):
     """Train ``model`` for epochs ``start_epoch + 1 .. epochs``; returns the history (one dict per epoch).
 
@@ -184,8 +221,14 @@ def fit(
     ``rng`` drives shuffling, dynamic binarisation and the model's sampling. With ``run_dir`` the metrics and
     checkpoints are written there after every epoch. ``progress`` shows a tqdm bar with the live loss, ELBO
     and KL (and codes used for VQ); otherwise one line per epoch goes to ``log``.
+
+    On several MPI ranks (``world``, see :mod:`tinyvae.distributed`) every rank trains its shards and rank 0
+    alone writes ``run_dir``; after each epoch the ranks check that their weights are still identical.
     """
+    world = world or distributed.World()
     history = list(history or [])
+    if not world.is_root:
+        run_dir = None  # rank 0 writes the run directory; the others hold the same model
     if run_dir is not None:
         os.makedirs(run_dir, exist_ok=True)
         # Left by a trainer killed while saving (never read); only the trainer's own files' temporaries.
@@ -196,12 +239,12 @@ def fit(
         model.start_epoch()
         bar = _progress_bar(len(train.x), epoch, epochs) if progress else None
         try:
-            train_means = train_epoch(model, train, batch_size, optimizer, rng, epoch, bar)
+            train_means = train_epoch(model, train, batch_size, optimizer, rng, epoch, bar, world)
         finally:
             if bar is not None:
                 bar.close()
         try:
-            test_means = evaluate_split(model, test, batch_size)
+            test_means = evaluate_split(model, test, batch_size, world=world)
         except ValueError as error:  # as in train_epoch: a refusal caused by non-finite weights is divergence
             cause = _first_non_finite_parameter(model)
             if cause is None:
@@ -217,6 +260,7 @@ def fit(
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch}: {problem}; epoch {epoch} was not saved"
             )
+        world.check_same(f"the weights after epoch {epoch}", _weights_digest(model))
         history.append(row)
         if run_dir is not None:
             with interrupts_deferred():
@@ -227,8 +271,20 @@ def fit(
                     best = _score(row)
                     save_checkpoint(os.path.join(run_dir, "best.npz"), model, optimizer, **state)
                 _write_metrics(run_dir, history)
+        # No rank starts the next epoch before rank 0 has saved this one: a rank failing early in the next
+        # epoch ends the job (distributed.World.abort), and must not take this epoch's checkpoint with it.
+        world.barrier()
         log(_epoch_line(row))
     return history
+
+
+def _weights_digest(model):
+    """A SHA-256 of every parameter's bytes: equal on every rank while the replicas agree."""
+    digest = hashlib.sha256()
+    for name, parameter in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(tinyvae.backend.to_host(parameter.data).tobytes())
+    return digest.hexdigest()
 
 
 def _non_finite_state(model, optimizer, row):
@@ -618,21 +674,27 @@ def _start_new_run(config, out):
     from tinyvae import optim, rundir
 
     config.check_model_options(config.model or RUN_DEFAULTS["model"])
-    rundir.check_new_run_dir(out, config.overwrite)  # the quick refusals, before data and model are built
+    world = distributed.world()
+    if world.is_root:  # the others would see the directory rank 0 has just made
+        rundir.check_new_run_dir(out, config.overwrite)  # the quick refusals, before data and model are built
     settings = config.new_settings()
     model, probe = build_model(config, settings)
     settings["model_config"] = model.config.to_dict()
     train_data, test_data = load_splits(settings, test=probe)
-    claim = rundir.claim_new_run_dir(out, config.overwrite)
-    try:
-        write_run_config(out, settings)
-    except BaseException:
-        rundir.abandon_new_run(out, claim)
-        raise
+    _check_data_parallel(world, model, settings["batch_size"], train_data, test_data)
+    claim = None
+    if world.is_root:  # the other ranks hold the same model and never touch the run directory
+        claim = rundir.claim_new_run_dir(out, config.overwrite)
+        try:
+            write_run_config(out, settings)
+        except BaseException:
+            rundir.abandon_new_run(out, claim)
+            raise
     return _Started(
         model=model, optimizer=optim.Adam(model.parameters(), lr=settings["lr"]),
         rng=numpy.random.default_rng(settings["seed"]), history=[], done=0, settings=settings,
-        train_data=train_data, test_data=test_data, lock=claim.lock, claim=claim, previous_config=None,
+        train_data=train_data, test_data=test_data, lock=claim and claim.lock, claim=claim,
+        previous_config=None, world=world,
     )  # fmt: skip
 
 
@@ -652,7 +714,8 @@ def _start_resumed_run(config, out):
             + ", ".join(map(_flag, RESUME_MAY_CHANGE))
             + " may change on resume)"
         )
-    lock = rundir.RunLock(out, rundir.command_line()).acquire()
+    world = distributed.world()
+    lock = rundir.RunLock(out, rundir.command_line()).acquire() if world.is_root else None
     try:
         model, optimizer, rng, history, done = resume(
             out,
@@ -673,14 +736,46 @@ def _start_resumed_run(config, out):
             )
         optimizer.lr = settings["lr"]
         train_data, test_data = load_splits(settings)
-        previous_config = rundir.record_resume(out, settings, done, changed) if changed else None
+        _check_data_parallel(world, model, settings["batch_size"], train_data, test_data)
+        previous_config = None
+        if changed and world.is_root:
+            previous_config = rundir.record_resume(out, settings, done, changed)
     except BaseException:
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
     return _Started(
         model=model, optimizer=optimizer, rng=rng, history=history, done=done, settings=settings,
         train_data=train_data, test_data=test_data, lock=lock, claim=None, previous_config=previous_config,
+        world=world,
     )  # fmt: skip
+
+
+def _check_data_parallel(world, model, batch_size, train_data, test_data):
+    """Refuse, before anything is written, what several MPI ranks cannot train as one process would: a model
+    that couples the examples of a batch (it says why: ``Model.data_parallel_problem``), and batches that
+    would leave a rank without examples."""
+    if not world.distributed:
+        return
+    problem = model.data_parallel_problem()
+    if problem:
+        raise distributed.DistributedError(
+            f"{model.name} cannot be trained on several ranks ({world.size} MPI ranks here): {problem}; "
+            "train it as one process (without mpiexec)"
+        )
+    if batch_size < world.size:
+        raise RunConfigError(
+            f"--batch-size {batch_size} is smaller than the {world.size} MPI ranks: every rank needs at "
+            f"least one example of each batch; use --batch-size {world.size} or more"
+        )
+    for split, data in (("training", train_data), ("test", test_data)):
+        last = len(data.x) % batch_size
+        if 0 < last < world.size:
+            raise RunConfigError(
+                f"the last batch of the {split} split has {last} example(s) ({len(data.x)} examples in "
+                f"batches of {batch_size}), fewer than the {world.size} MPI ranks: choose a --batch-size "
+                "that leaves no such tail (or none), or a --limit"
+            )
 
 
 def run(config, log=print):
@@ -701,9 +796,11 @@ def run(config, log=print):
     out = config.run_dir()
     rundir.check_writable_location(out)
     start = _start_resumed_run(config, out) if config.resume else _start_new_run(config, out)
+    if not start.world.is_root:
+        log = _silent  # rank 0 reports for the job
     try:
         history = _fit_run(config, out, start, log)
-        if config.plots:
+        if config.plots and start.world.is_root:
             figure_rng = numpy.random.default_rng(start.settings["seed"])
             try:
                 written = plots.plot_run(
@@ -718,8 +815,13 @@ def run(config, log=print):
             shown = f"the model after epoch {len(history)}, as saved in last.npz"
             log(f"figures of {shown}: {', '.join(os.path.basename(p) for p in written)}")
     finally:
-        start.lock.release()
+        if start.lock is not None:
+            start.lock.release()
     return pathlib.Path(out)
+
+
+def _silent(*args, **kwargs):
+    """The ``log`` of MPI ranks other than 0."""
 
 
 def _fit_run(config, out, start, log):
@@ -742,10 +844,11 @@ def _fit_run(config, out, start, log):
             start.optimizer,
             start.rng,
             run_dir=out,
-            progress=config.progress and sys.stderr.isatty(),
+            progress=config.progress and sys.stderr.isatty() and start.world.is_root,
             start_epoch=start.done,
             history=start.history,
             log=log,
+            world=start.world,
         )
     except BaseException as stop:
         saved_nothing = _saved_epoch(last) in ("?", start.done)
@@ -756,7 +859,7 @@ def _fit_run(config, out, start, log):
             stop.kept = _what_was_kept(stop, last, out, cleared)
         raise
     finally:
-        if os.path.exists(last):  # the new run has a checkpoint: the run it replaced can go
+        if start.world.is_root and os.path.exists(last):  # the new run has a checkpoint: the old one can go
             rundir.drop_set_aside(out)
 
 

@@ -28,6 +28,7 @@ import tinyvae.functional as F
 from tinyvae import nn
 from tinyvae.autodiff import no_grad
 from tinyvae.backend import array_module, default_array_module, to_host
+from tinyvae.distributed import ShardedGenerator
 from tinyvae.tensor import Tensor
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -312,7 +313,7 @@ class Model(nn.Module):
                 f"{self.name}.loss: x has 0 examples (shape {tuple(shape)}); the loss averages over the "
                 "batch, so it needs at least one example"
             )
-        if isinstance(rng, numpy.random.Generator):
+        if isinstance(rng, numpy.random.Generator | ShardedGenerator):  # the latter: one MPI rank's view
             return
         if rng_required:
             got = "None" if rng is None else f"{rng!r} ({_a(rng)})"
@@ -464,6 +465,15 @@ class Model(nn.Module):
     # ----- hooks for training, evaluation and figures (defaults: nothing extra) -----
     def start_epoch(self):
         """Called by the trainer before each training epoch (the VQ-VAE restarts its usage counts)."""
+
+    def data_parallel_problem(self):
+        """Why this model cannot be trained on several MPI ranks as one process would train it, or None.
+
+        Data-parallel training (:mod:`tinyvae.distributed`) splits every batch into shards and needs the
+        loss to be a mean over examples that do not see each other, with noise drawn per example as
+        ``(…, B, Z)`` or ``(B,)``. Models that couple the examples of a batch (a minibatch estimator, a
+        codebook fitted to the batch) or draw noise in another layout say so here."""
+        return None
 
     def progress_fields(self):
         """{name: value} to show on the training progress bar besides the loss, ELBO and KL."""

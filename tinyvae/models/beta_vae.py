@@ -67,6 +67,14 @@ class BetaVAE(VAE):
     name = "beta-vae"
     config_class = BetaVAEConfig
 
+    def data_parallel_problem(self):
+        if self.config.total_correlation:
+            return (
+                "the total-correlation term is estimated from the whole minibatch (minibatch-weighted "
+                "sampling pairs every example with every other), so a shard's estimate is not the batch's"
+            )
+        return None
+
     def objective(self, x, rng, y=None):
         """The β-VAE loss, or with ``total_correlation`` the β-TC-VAE loss
         −E_q[log p(x|z)] + MI + β·TC + dimension-wise KL, batch means; ``.elbo`` is the bound with the

@@ -255,6 +255,14 @@ class Diffusion(Model):
     latent_kind = "hierarchical"
     figure_names = ("diffusion_chain.png", "denoising_terms.png")
 
+    def data_parallel_problem(self):
+        if self.config.steps_per_example > 1:
+            return (
+                f"with steps_per_example = {self.config.steps_per_example} it draws the (t, ε) of a batch as "
+                "one (B·R, D) block, which a shard of the batch cannot reproduce; use --steps-per-example 1"
+            )
+        return None
+
     def __init__(self, config):
         super().__init__(config)
         rng = numpy.random.default_rng(config.seed)

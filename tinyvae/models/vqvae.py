@@ -408,6 +408,13 @@ class VQVAE(Model):
         """Usage is counted per epoch (the progress bar's "codes" field)."""
         self.reset_usage()
 
+    def data_parallel_problem(self):
+        return (
+            "its codebook is fitted to the batch it sees (k-means++ seeding on the first batch, dead codes "
+            "restarted from batch vectors, EMA counts and sums of the batch), so ranks with different "
+            "shards would grow different codebooks"
+        )
+
     def progress_fields(self):
         return {"codes": int(self.usage()["codes_used"])}
 
