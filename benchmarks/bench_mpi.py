@@ -1,7 +1,7 @@
 """Data-parallel training throughput: `tinyvae train` as one process (1 and 2 threads) against `mpiexec -n 2`
 (1 thread per rank), and the cost of the gradient Allreduce alone (issue 16).
 
-    python benchmarks/bench_mpi.py [--epochs 6] [--repeats 3] [--model vae] [--data mnist5k]
+    python benchmarks/bench_mpi.py [--epochs 6] [--repeats 3] [--batch-size 128] [--model M] [--data D]
 
 Each configuration trains the same run (defaults otherwise: batch 128, Adam, no figures) in a fresh process
 tree; the examples per second of a configuration are the training examples over the median seconds of its
@@ -56,7 +56,8 @@ def environment(threads):
 def train_seconds(ranks, threads, args, out):
     """Median seconds of the steady epochs of one `tinyvae train` run on ``ranks`` ranks."""
     command = [sys.executable, "-m", "tinyvae", "train", "--model", args.model, "--data", args.data]
-    command += ["--epochs", str(args.epochs), "--no-plots", "--no-progress", "--overwrite", "--out", out]
+    command += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+    command += ["--no-plots", "--no-progress", "--overwrite", "--out", out]
     if ranks > 1:
         command = [mpiexec(), "-n", str(ranks), *command]
     subprocess.run(command, env=environment(threads), check=True, capture_output=True)
@@ -80,6 +81,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="vae")
     parser.add_argument("--data", default="mnist5k")
+    parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
 
     from tinyvae import data as datasets
@@ -107,15 +109,15 @@ def main():
     allreduce_ms = json.loads(allreduce.stdout.strip().splitlines()[-1])
     base = statistics.median(seconds["1 process, 1 thread"])
     print(
-        f"{args.model} on {args.data} ({examples} training examples, batch 128), {args.epochs} epochs; "
-        + cpu_model()
+        f"{args.model} on {args.data} ({examples} training examples, batch {args.batch_size}), "
+        f"{args.epochs} epochs; {cpu_model()}"
     )
     print("| configuration | seconds per epoch (median) | examples / s | speed-up over 1 process, 1 thread |")
     print("|---|---|---|---|")
     for name, values in seconds.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.3f} | {examples / median:,.0f} | {base / median:.2f}× |")
-    steps = -(-examples // 128)
+    steps = -(-examples // args.batch_size)
     print(
         f"\nAllreduce of {size:,} float32 ({size * 4 / 1e6:.2f} MB) on 2 ranks of this machine: "
         f"{allreduce_ms:.3f} ms (median of 200); {steps} steps per epoch → "
