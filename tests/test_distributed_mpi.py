@@ -84,6 +84,18 @@ def test_two_ranks_train_the_model_one_process_trains(ring_runs):
             assert b[key] == pytest.approx(a[key], rel=1e-4), (key, a[key], b[key])
 
 
+def test_uneven_shards_are_weighted_by_their_size(tmp_path):
+    """A batch of 97 splits 49 / 48: each shard's gradient counts by its share, so the run is still the
+    one-process run (an unweighted mean of the two shards' gradients would not be)."""
+    args = ("train", "--data", "ring", "--epochs", "2", "--batch-size", "97", "--no-progress", "--no-plots")
+    one = run_job(1, *args, "--out", str(tmp_path / "one"))
+    two = run_job(2, *args, "--out", str(tmp_path / "two"))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "two"), strict=True):
+        assert b["test_elbo"] == pytest.approx(a["test_elbo"], rel=1e-4)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
 def test_rank_zero_alone_writes_and_prints(ring_runs):
     """One run directory with the files of a one-process run and nothing else, and each epoch line printed
     once."""
