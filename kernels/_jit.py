@@ -16,6 +16,7 @@ process.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 
@@ -27,6 +28,33 @@ class KernelCacheWarning(RuntimeWarning):
 
 
 _warned = False  # one warning per process, not one per kernel
+
+# A first run compiles every kernel it uses (1-2 s for the default VAE on a 2-vCPU machine, more on a slow
+# one) inside its first training step; a command that goes quiet that long looks hung. Whoever shows
+# progress (the `tinyvae` command) sets ``notice`` to a callable, which is called once per process, with
+# :data:`COMPILE_NOTICE`, as soon as compiling has taken NOTICE_AFTER_SECONDS in all. A library user sees
+# nothing unless they set it too.
+NOTICE_AFTER_SECONDS = 1.0
+COMPILE_NOTICE = "compiling tinyvae's kernels for this machine (once: numba caches them for the next runs)..."
+notice = None
+_compiling = {"seconds": 0.0, "noticed": False}  # this process's compile time so far, and whether told
+
+
+def _give_notice():
+    if notice is not None and not _compiling["noticed"]:
+        _compiling["noticed"] = True
+        notice(COMPILE_NOTICE)
+
+
+def _notice_timer():
+    """A started timer that gives the notice when this process's compiling reaches NOTICE_AFTER_SECONDS,
+    or None (no one listening, or already told)."""
+    if notice is None or _compiling["noticed"]:
+        return None
+    timer = threading.Timer(max(0.0, NOTICE_AFTER_SECONDS - _compiling["seconds"]), _give_notice)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def compile_kernels(owner: str, functions, *, seconds: dict, key: str = "numba", **options) -> tuple:
@@ -46,12 +74,18 @@ def compile_kernels(owner: str, functions, *, seconds: dict, key: str = "numba",
             "(TINYVAE_BACKEND=numpy)"
         ) from error
     start = time.perf_counter()
-    compiled = []
-    for function, signatures in functions:
-        if "numba" in function.__globals__:
-            function.__globals__["numba"] = numba
-        compiled.append(cached_njit(function, signatures, **options))
-    seconds[key] = time.perf_counter() - start
+    timer = _notice_timer()
+    try:
+        compiled = []
+        for function, signatures in functions:
+            if "numba" in function.__globals__:
+                function.__globals__["numba"] = numba
+            compiled.append(cached_njit(function, signatures, **options))
+    finally:
+        if timer is not None:
+            timer.cancel()
+        seconds[key] = time.perf_counter() - start
+        _compiling["seconds"] += seconds[key]
     return tuple(compiled)
 
 

@@ -812,6 +812,9 @@ def main(argv=None):
         world = _mpi_world(args.command)
     except (CommandError, distributed.DistributedError) as error:
         parser.exit(2, f"tinyvae: error: {error}\n")
+    from tinyvae.kernels import _jit
+
+    _jit.notice = lambda message: print(message, file=sys.stderr, flush=True)  # a first run's compile
     if world is None:
         return _run_command(parser, args)
     if not world.is_root:
