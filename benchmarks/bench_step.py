@@ -14,6 +14,10 @@ A step is: draw eps, forward, backward, Adam update (float32). Implementations:
 * ``numpy``: the same forward with the backward derived and written by hand (no autodiff), gradient buffers
   reused, and a plain NumPy Adam with tv.optim.Adam's arithmetic.
 * ``torch`` (optional peer, only if ``import torch`` works; never installed for this).
+* ``jax`` (optional peer, ``--peers`` only): the whole step (loss, gradients, Adam) as one ``jax.jit``
+  function, XLA on the CPU limited to the thread count.
+* ``gemm-floor`` (``--peers`` only): the step's 14 matrix products alone (5 forward, 9 backward) into
+  preallocated outputs: what any implementation on this BLAS must spend at least.
 
 Before any timing the script checks, for every batch size, that tinyvae and the hand-written step give the
 same loss and the same ten gradients from the same weights and eps, and that both Adams move identical
@@ -26,6 +30,15 @@ and the median is reported.
 
     python benchmarks/bench_step.py [--steps N] [--batch-sizes 16,128,512] [--threads 1,2] [--markdown]
                                     [--write-results]
+
+``--peers`` times tinyvae, PyTorch eager (fused Adam), JAX jit and the GEMM floor **each in its own
+process** (a framework's thread pools and OpenMP runtime cannot slow another down), bound to as many CPUs
+as the thread count (XLA's CPU pool ignores the thread variables; the binding holds every runtime to the
+same cores), one process per
+(implementation, thread count, round), ``--rounds`` rounds alternating the implementations' order; each
+process reports the median of its steps, and the table the median over rounds:
+
+    python benchmarks/bench_step.py --peers [--rounds 3] [--steps 200] [--threads 1,2]
 """
 
 from __future__ import annotations
@@ -289,6 +302,77 @@ class TorchStep:
         return loss
 
 
+class JaxStep:
+    """JAX with the same network, weights, loss and Adam arithmetic, the whole step one jitted function."""
+
+    name = "jax"
+
+    def __init__(self, batch, arrays):
+        import jax
+        import jax.numpy as jnp
+
+        self.jax = jax
+        self.params = tuple(jnp.asarray(a) for a in arrays)
+        self.m = tuple(jnp.zeros_like(p) for p in self.params)
+        self.v = tuple(jnp.zeros_like(p) for p in self.params)
+        self.t = jnp.zeros((), jnp.float32)
+        self.noise = np.random.default_rng(SEED + 1)
+        self.batch = batch
+        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+
+        def loss_fn(params, x, eps):
+            W1, b1, Wm, bm, Wv, bv, W3, b3, W4, b4 = params
+            h1 = jax.nn.relu(x @ W1 + b1)
+            mu, logvar = h1 @ Wm + bm, h1 @ Wv + bv
+            z = mu + jnp.exp(0.5 * logvar) * eps
+            logits = jax.nn.relu(z @ W3 + b3) @ W4 + b4
+            nll = jnp.sum(jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+            kl = 0.5 * jnp.sum(mu * mu + jnp.exp(logvar) - logvar - 1)
+            return (nll + kl) / x.shape[0]
+
+        def step(params, m, v, t, x, eps):
+            loss, grads = jax.value_and_grad(loss_fn)(params, x, eps)
+            t = t + 1
+            m = tuple(beta1 * mi + (1 - beta1) * g for mi, g in zip(m, grads, strict=True))
+            v = tuple(beta2 * vi + (1 - beta2) * g * g for vi, g in zip(v, grads, strict=True))
+            scale = LR * jnp.sqrt(1 - beta2**t) / (1 - beta1**t)
+            params = tuple(
+                p - scale * mi / (jnp.sqrt(vi) + adam_eps) for p, mi, vi in zip(params, m, v, strict=True)
+            )
+            return params, m, v, t, loss
+
+        self._step = jax.jit(step, donate_argnums=(0, 1, 2))
+
+    def step(self, x):
+        eps = self.noise.standard_normal((self.batch, LATENT), dtype=np.float32)
+        self.params, self.m, self.v, self.t, loss = self._step(self.params, self.m, self.v, self.t, x, eps)
+        return loss.block_until_ready()
+
+
+class GemmFloorStep:
+    """The step's matrix products alone, into preallocated outputs: 5 forward (x·W1, h1·Wμ, h1·Wv, z·W3,
+    h3·W4), and backward the 5 weight gradients and the 4 input gradients a VAE step needs (x needs none)."""
+
+    name = "gemm-floor"
+
+    def __init__(self, batch, arrays):
+        W1, _, Wm, _, Wv, _, W3, _, W4, _ = (a.copy() for a in arrays)
+        rng = np.random.default_rng(SEED)
+        act = {n: rng.standard_normal((batch, n)).astype(np.float32) for n in (IN, HIDDEN, LATENT)}
+        self.products = [  # (a, b, out): out = a @ b
+            (act[IN], W1), (act[HIDDEN], Wm), (act[HIDDEN], Wv), (act[LATENT], W3), (act[HIDDEN], W4),
+            (act[IN].T, act[HIDDEN]), (act[HIDDEN].T, act[LATENT]), (act[HIDDEN].T, act[LATENT]),
+            (act[LATENT].T, act[HIDDEN]), (act[HIDDEN].T, act[IN]),
+            (act[LATENT], Wm.T), (act[LATENT], Wv.T), (act[HIDDEN], W3.T), (act[IN], W4.T),
+        ]  # fmt: skip
+        self.outputs = [np.empty((a.shape[0], b.shape[1]), np.float32) for a, b in self.products]
+
+    def step(self, x):
+        for (a, b), out in zip(self.products, self.outputs, strict=True):
+            np.matmul(a, b, out=out)
+        return np.float32(0.0)
+
+
 # ---------------------------------------------------------------- checks
 
 
@@ -515,6 +599,82 @@ def ints_of(text):
     return [int(v) for v in str(text).split(",") if v]
 
 
+PEERS = ("tinyvae", "torch-fused", "jax", "gemm-floor")
+
+
+def peer_worker(args):
+    """Time one implementation (``--impl``) at every batch size in this process; print its medians."""
+    threads = int(args.threads)
+    out = {"impl": args.impl, "threads": threads, "ms": {}}
+    for batch in args.batch_sizes:
+        x = make_batch(batch)
+        arrays = TinyvaeStep(batch).arrays()
+        try:
+            if args.impl == "tinyvae":
+                impl = TinyvaeStep(batch)
+            elif args.impl == "torch-fused":
+                impl = TorchStep(batch, arrays, threads, fused=True)
+            elif args.impl == "jax":
+                impl = JaxStep(batch, arrays)
+            else:
+                impl = GemmFloorStep(batch, arrays)
+        except ImportError as error:
+            out["missing"] = str(error)
+            break
+        for _ in range(20):
+            impl.step(x)
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            impl.step(x)
+            times.append(time.perf_counter() - start)
+        out["ms"][str(batch)] = 1e3 * float(np.median(times))
+    print(json.dumps(out))
+
+
+def pin(threads):
+    """A preexec_fn that binds the worker to the first ``threads`` CPUs before it starts: every thread it
+    makes inherits the binding, so no runtime (XLA's pool, OpenMP, OpenBLAS) can use more cores than the
+    others, whatever its own thread settings do."""
+    cpus = set(sorted(os.sched_getaffinity(0))[:threads])
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def run_peers(args):
+    """Every (implementation, thread count) in its own process, ``--rounds`` rounds, order alternating."""
+    rows = {}
+    for threads in ints_of(args.threads):
+        env = fresh_process_environment(dict(os.environ))
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env[var] = str(threads)
+        env["XLA_FLAGS"] = (  # XLA's CPU thread pool, held to the same count
+            f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+            f"intra_op_parallelism_threads={threads}"
+        )
+        for round_ in range(args.rounds):
+            for impl in PEERS if round_ % 2 == 0 else PEERS[::-1]:
+                cmd = [sys.executable, os.path.abspath(__file__), "--peer-worker", "--impl", impl]
+                cmd += ["--threads", str(threads), "--steps", str(args.steps)]
+                cmd += ["--batch-sizes", ",".join(map(str, args.batch_sizes))]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=pin(threads))
+                if proc.returncode != 0:
+                    sys.stderr.write(proc.stderr)
+                    raise SystemExit(proc.returncode)
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                for batch, ms in result["ms"].items():
+                    rows.setdefault((threads, int(batch)), {}).setdefault(impl, []).append(ms)
+    header = ["threads", "batch", *(f"{p} ms" for p in PEERS), "tinyvae / jax", "tinyvae / floor"]
+    print(f"{cpu_model()}; medians over {args.rounds} rounds of separate processes, {args.steps} steps each")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for (threads, batch), by_impl in sorted(rows.items()):
+        medians = {p: float(np.median(v)) for p, v in by_impl.items()}
+        cells = [str(threads), str(batch)] + [f"{medians[p]:.2f}" if p in medians else "–" for p in PEERS]
+        for peer in ("jax", "gemm-floor"):
+            cells.append(f"{medians['tinyvae'] / medians[peer]:.2f}×" if peer in medians else "–")
+        print("| " + " | ".join(cells) + " |")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="timed steps per implementation (default 300)")
@@ -526,6 +686,10 @@ def parse_args(argv=None):
     parser.add_argument("--markdown", action="store_true", help="print a markdown report")
     parser.add_argument("--write-results", action="store_true", help="write the report into RESULTS.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--peers", action="store_true", help="tinyvae, torch, jax, GEMM floor: own processes")
+    parser.add_argument("--rounds", type=int, default=3, help="--peers: rounds of processes (default 3)")
+    parser.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=PEERS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -533,6 +697,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         worker(args)
+        return
+    if args.peer_worker:
+        peer_worker(args)
+        return
+    if args.peers:
+        run_peers(args)
         return
     command = "python benchmarks/bench_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results = [run_thread_count(args, t) for t in ints_of(args.threads)]
