@@ -1,14 +1,15 @@
-"""tinyvae on CuPy against PyTorch on CUDA, on one GPU: the VAE training step, the IWAE step (k = 50) and the
-nearest-codebook search, side by side in one process (issue 19's GPU check; run by benchmarks/gpu_check.sh).
+"""tinyvae on CuPy against PyTorch on CUDA, on one GPU: the VAE training step, the IWAE step (k = 50), the
+convolutional VAE step and the nearest-codebook search, side by side in one process (issues 19 and 15; run
+by benchmarks/gpu_check.sh).
 
     python benchmarks/gpu_bench.py [--steps 50] [--batch-sizes 128,1024]
 
-The networks are those of benchmarks/bench_step.py and bench_iwae.py (784-400-20, Bernoulli decoder, Adam;
-PyTorch with ``Adam(fused=True)``). A GPU runs asynchronously, so every timed call ends with a device
-synchronisation (``cupy.cuda.Device().synchronize()``, ``torch.cuda.synchronize()``); the implementations
-alternate in rounds of 5 calls after a warm-up, and the medians in ms per call are printed as a markdown
-table with the ratio tinyvae / PyTorch. PyTorch is optional (its columns say "not installed" without it);
-CuPy and a GPU are required.
+The networks are those of benchmarks/bench_step.py, bench_iwae.py (784-400-20, Bernoulli decoder, Adam;
+PyTorch with ``Adam(fused=True)``) and bench_conv.py (issue 14's conv VAE). A GPU runs asynchronously, so
+every timed call ends with a device synchronisation (``cupy.cuda.Device().synchronize()``,
+``torch.cuda.synchronize()``); the implementations alternate in rounds of 5 calls after a warm-up, and the
+medians in ms per call are printed as a markdown table with the ratio tinyvae / PyTorch. PyTorch is
+optional (its columns say "not installed" without it); CuPy and a GPU are required.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def tinyvae_steps(batch, k, rng):
     import cupy
 
     import tinyvae as tv
+    from tinyvae import models
     from tinyvae.models import IWAE, VAE, IWAEConfig, VAEConfig
 
     x = cupy.asarray((rng.uniform(size=(batch, 784)) < 0.3).astype(np.float32))
@@ -60,6 +62,15 @@ def tinyvae_steps(batch, k, rng):
             optimizer.step()
 
         steps[name] = step
+    conv = models.build("vae", x_dim=784, z_dim=20, arch="conv", seed=0)
+    conv_optimizer = tv.optim.Adam(conv.parameters(), lr=1e-3)
+
+    def conv_step():
+        conv_optimizer.zero_grad()
+        conv.loss(x, rng).loss.backward()
+        conv_optimizer.step()
+
+    steps["conv"] = conv_step
     return steps
 
 
@@ -110,6 +121,28 @@ def torch_steps(batch, k):
             optimizer.step()
 
         steps[name] = step
+    nn = torch.nn
+    encoder = nn.Sequential(
+        nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3136, 40),
+    ).to(device)  # fmt: skip
+    decoder = nn.Sequential(
+        nn.Linear(20, 3136), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)), nn.ConvTranspose2d(64, 32, 4, 2, 1),
+        nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1),
+    ).to(device)  # fmt: skip
+    conv_optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3, fused=True)
+    images = x.view(batch, 1, 28, 28)
+
+    def conv_step():
+        conv_optimizer.zero_grad(set_to_none=True)
+        mu, logvar = encoder(images).chunk(2, dim=-1)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        logits = decoder(z).view(batch, 784)
+        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        (0.5 * (mu * mu + logvar.exp() - 1 - logvar).sum(-1) - log_px).mean().backward()
+        conv_optimizer.step()
+
+    steps["conv"] = conv_step
     return steps
 
 
@@ -167,7 +200,7 @@ def main():
         medians = timed_rounds(calls, synchronize, args.steps)
         for name in ours:
             mine, peer = medians[f"tinyvae {name}"], medians.get(f"torch {name}")
-            label = name if name == "vae" else f"iwae k={args.k}"
+            label = {"vae": "vae", "conv": "conv vae"}.get(name, f"iwae k={args.k}")
             peer_text, ratio = (
                 ("not installed", "–") if peer is None else (f"{peer:.2f}", f"{mine / peer:.2f}×")
             )
