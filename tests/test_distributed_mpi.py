@@ -107,52 +107,41 @@ def test_rank_zero_alone_writes_and_prints(ring_runs):
     assert config["environment"]["mpi_ranks"] == 2
 
 
-def test_a_rank_that_raises_ends_the_job_and_keeps_the_checkpoint(tmp_path):
-    """Rank 1 raises in epoch 2: every rank ends (no hang), the message names the rank, and last.npz still
-    holds epoch 1 and loads."""
-    out = tmp_path / "run"
-    code = textwrap.dedent(
-        f"""
-        import sys
-        from tinyvae import cli, distributed, train
-        world = distributed.world()
-        real = train.train_epoch
-        def failing(model, data, batch_size, optimizer, rng, epoch, *args, **kwargs):
-            if epoch == 2 and world.rank == 1:
-                raise RuntimeError("a fault injected on rank 1")
-            return real(model, data, batch_size, optimizer, rng, epoch, *args, **kwargs)
-        train.train_epoch = failing
-        sys.exit(cli.main({[*RING, "--out", str(out)]!r}))
-        """
-    )
-    job = run_job(2, python_code=code)
-    assert job.returncode != 0
-    assert "rank 1 of 2" in job.stderr and "a fault injected on rank 1" in job.stderr
-    model, meta = load_model(str(out / "last.npz"))
-    assert meta["epoch"] == 1
-
-
-def test_a_killed_rank_ends_the_job(tmp_path):
-    """Rank 1 dies by SIGKILL in epoch 2 (no Python handler runs): the launcher ends the others, the job
-    returns within the timeout, and last.npz still holds epoch 1."""
-    out = tmp_path / "run"
+def _faulty_job(out, fault):
+    """The ring run on two ranks with ``fault`` (a statement) executed by rank 1 as epoch 2 starts."""
     code = textwrap.dedent(
         f"""
         import os, signal, sys
         from tinyvae import cli, distributed, train
         world = distributed.world()
         real = train.train_epoch
-        def dying(model, data, batch_size, optimizer, rng, epoch, *args, **kwargs):
+        def faulty(model, data, batch_size, optimizer, rng, epoch, *args, **kwargs):
             if epoch == 2 and world.rank == 1:
-                os.kill(os.getpid(), signal.SIGKILL)
+                {fault}
             return real(model, data, batch_size, optimizer, rng, epoch, *args, **kwargs)
-        train.train_epoch = dying
+        train.train_epoch = faulty
         sys.exit(cli.main({[*RING, "--out", str(out)]!r}))
         """
     )
-    job = run_job(2, python_code=code)
+    return run_job(2, python_code=code)
+
+
+def test_a_rank_that_raises_ends_the_job_and_keeps_the_checkpoint(tmp_path):
+    """Rank 1 raises in epoch 2: every rank ends (no hang), the message names the rank, and last.npz still
+    holds epoch 1 and loads."""
+    job = _faulty_job(tmp_path / "run", 'raise RuntimeError("a fault injected on rank 1")')
     assert job.returncode != 0
-    model, meta = load_model(str(out / "last.npz"))
+    assert "rank 1 of 2" in job.stderr and "a fault injected on rank 1" in job.stderr
+    model, meta = load_model(str(tmp_path / "run" / "last.npz"))
+    assert meta["epoch"] == 1
+
+
+def test_a_killed_rank_ends_the_job(tmp_path):
+    """Rank 1 dies by SIGKILL in epoch 2 (no Python handler runs): the launcher ends the others, the job
+    returns within the timeout, and last.npz still holds epoch 1."""
+    job = _faulty_job(tmp_path / "run", "os.kill(os.getpid(), signal.SIGKILL)")
+    assert job.returncode != 0
+    model, meta = load_model(str(tmp_path / "run" / "last.npz"))
     assert meta["epoch"] == 1
 
 
