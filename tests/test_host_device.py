@@ -27,6 +27,7 @@ import pytest
 import strict_device
 from strict_device import DEVICE, DeviceArray, ImplicitTransferError
 from tinyvae.kernels._routing import pick_version
+from training import tiny_model
 
 import tinyvae as tv
 from tinyvae import checkpoint, cli, demo, evaluate, models, train
@@ -187,19 +188,8 @@ X_DIM, BATCH = 16, 5  # 16 pixels: a 4×4 image, the smallest the conv networks 
 
 
 def small(name, **overrides):
-    fields = {"x_dim": X_DIM, "z_dim": 2, "hidden": (4,), "seed": 0}
-    per_model = {
-        "hvae": {"z_dims": (2, 1)},
-        "cvae": {"n_classes": 3},
-        "diffusion": {"z_dim": None, "steps": 20},
-        "vamp": {"pseudo_inputs": 3},
-        "vqvae": {"codebook_size": 8},
-    }
-    fields.update(per_model.get(name, {}))
-    if name == "linear":
-        fields.update(hidden=(), likelihood="gaussian")
-    fields.update(overrides)
-    return models.build(name, **fields)
+    """A tiny instance of model ``name`` for this file's X_DIM (tests/training.py)."""
+    return tiny_model(name, X_DIM, **overrides)
 
 
 VARIANTS = [(name, {}) for name in sorted(models.MODELS)] + [

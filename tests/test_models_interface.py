@@ -2,6 +2,7 @@
 
 import numpy
 import pytest
+from training import tiny_model
 
 from tinyvae import evaluate, models
 
@@ -9,18 +10,8 @@ X_DIM, BATCH = 6, 5
 
 
 def small(name, **overrides):
-    """A tiny instance of model ``name`` (fields adapted to what each model requires)."""
-    fields = {"x_dim": X_DIM, "z_dim": 2, "hidden": (4,), "seed": 0}
-    per_model = {
-        "hvae": {"z_dims": (2, 1)},
-        "cvae": {"n_classes": 3},
-        "diffusion": {"z_dim": None, "steps": 20},
-    }
-    fields.update(per_model.get(name, {}))
-    if name == "linear":
-        fields.update(hidden=(), likelihood="gaussian")
-    fields.update(overrides)
-    return models.build(name, **fields)
+    """A tiny instance of model ``name`` for this file's X_DIM (tests/training.py)."""
+    return tiny_model(name, X_DIM, **overrides)
 
 
 def batch(seed=0):

@@ -4,6 +4,23 @@ Adam loop that records the ELBO (float32, fixed seeds)."""
 import numpy
 
 import tinyvae as tv
+from tinyvae import models
+
+# What each model needs beyond the common fields to be built tiny (the smallest sizes it accepts).
+TINY_FIELDS = {
+    "hvae": {"z_dims": (2, 1)},
+    "cvae": {"n_classes": 3},
+    "diffusion": {"z_dim": None, "steps": 20},
+    "vamp": {"pseudo_inputs": 3},
+    "vqvae": {"codebook_size": 8},
+    "linear": {"hidden": (), "likelihood": "gaussian"},
+}
+
+
+def tiny_model(name, x_dim, **overrides):
+    """A tiny instance of model ``name`` (z = 2, one hidden layer of 4) for x of ``x_dim`` features."""
+    fields = {"x_dim": x_dim, "z_dim": 2, "hidden": (4,), "seed": 0, **TINY_FIELDS.get(name, {})}
+    return models.build(name, **{**fields, **overrides})
 
 
 def prototype_dataset(rng, n=512, features=16, classes=4, flip=0.05):
