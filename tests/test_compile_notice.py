@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy
 import pytest
 from tinyvae.kernels import _jit
 
@@ -29,7 +30,9 @@ def listening(monkeypatch):
 
 
 def _compile_once(seconds):
-    _jit.compile_kernels("test", [(_double, ["void(float64[:], float64[:])"])], seconds=seconds)
+    """Build the kernel and call it: kernels compile (per dtype) on their first call."""
+    (kernel,) = _jit.compile_kernels("test", [(_double, ["void(float64[:], float64[:])"])], seconds=seconds)
+    kernel(numpy.zeros(3), numpy.zeros(3))
 
 
 def test_the_notice_comes_once_when_compiling_takes_long_enough(listening, monkeypatch):

@@ -185,3 +185,28 @@ def test_compile_kernels_records_the_time_and_fills_in_numba():
     assert relu.COMPILE_SECONDS["numba"] >= 0 and adam.COMPILE_SECONDS["numba"] >= 0
     assert adam.numba is numba
     assert not hasattr(relu, "numba")  # its loops name no numba.prange, so it declares no global
+
+
+def test_kernels_compile_one_dtype_at_a_time():
+    """A float32 call compiles the float32 signatures only; float64 compiles on its own first call; a dtype
+    with no signature is refused by name."""
+    require_backend("numba")
+    from tinyvae.kernels import _jit
+
+    def copy(a, out):
+        for i in range(a.shape[0]):
+            out[i] = a[i]
+
+    signatures = [f"void({t}[::1], {t}[::1])" for t in ("float32", "float64")]
+    seconds = {}
+    (kernel,) = _jit.compile_kernels("copy", [(copy, signatures)], seconds=seconds)
+    assert kernel.compiled == {} and seconds == {"numba": 0.0}  # nothing compiled before the first call
+    kernel(np.ones(2, np.float32), np.zeros(2, np.float32))
+    assert sorted(kernel.compiled) == ["float32"] and seconds["numba"] > 0
+    out = np.zeros(2)
+    kernel(np.full(2, 3.0), out)
+    assert sorted(kernel.compiled) == ["float32", "float64"] and out.tolist() == [3.0, 3.0]
+    with pytest.raises(
+        TypeError, match=r"copy: compiled for \['float32', 'float64'\] arrays, called with int64"
+    ):
+        kernel(np.ones(2, np.int64), np.zeros(2, np.int64))
