@@ -789,6 +789,10 @@ def run(config, log=print):
     :class:`TrainingDiverged`, ``OSError`` (a full disk) and ``KeyboardInterrupt`` during training. These
     three carry ``.kept``: a sentence saying which checkpoint holds the last finished epoch, or that none
     was kept.
+
+    Started by ``mpiexec`` it trains on every rank (:mod:`tinyvae.distributed`). An exception on one rank
+    leaves the others waiting in their next Allreduce, so whoever calls this under MPI ends the job on an
+    error: the ``tinyvae`` command calls ``tinyvae.distributed.world().abort(message)``; a script should too.
     """
     from tinyvae import plots, rundir
 
