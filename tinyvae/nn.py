@@ -160,7 +160,17 @@ class _ConvLayer(Module):
 
     op = None
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        rng=None,
+        dtype=DEFAULT_DTYPE,
+    ):
         super().__init__()
         name = type(self).__name__
         _check_conv_sizes(name, in_channels=in_channels, out_channels=out_channels, stride=stride)
@@ -194,19 +204,6 @@ class Conv2d(_ConvLayer):
 
     op = staticmethod(F.conv2d)
 
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
-        rng=None,
-        dtype=DEFAULT_DTYPE,
-    ):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype)
-
     def weight_shape(self):
         return (self.out_channels, self.in_channels, *self.kernel_size)
 
@@ -230,19 +227,6 @@ class ConvTranspose2d(_ConvLayer):
     """
 
     op = staticmethod(F.conv_transpose2d)
-
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
-        rng=None,
-        dtype=DEFAULT_DTYPE,
-    ):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype)
 
     def weight_shape(self):
         return (self.in_channels, self.out_channels, *self.kernel_size)
