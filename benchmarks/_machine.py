@@ -47,6 +47,31 @@ def median_ms_alternating(steps_by_name, steps, block=5):
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
+def tinyvae_steps(make, x, rng):
+    """{"tinyvae": step, "tinyvae-numpy": step}: one training step (loss, backward, Adam) of a model from
+    ``make()`` → (model, optimizer) under the current backend, and of a second one under
+    ``tv.backend.use("numpy")``, for the numba / NumPy ratio."""
+    import tinyvae as tv
+
+    def step_of(model, optimizer):
+        optimizer.zero_grad()
+        model.loss(x, rng).loss.backward()
+        optimizer.step()
+
+    model, optimizer = make()
+    numpy_model, numpy_optimizer = make()
+
+    def numpy_backend_step():
+        previous = tv.backend.current()
+        tv.backend.use("numpy")
+        try:
+            step_of(numpy_model, numpy_optimizer)
+        finally:
+            tv.backend.use(previous)
+
+    return {"tinyvae": lambda: step_of(model, optimizer), "tinyvae-numpy": numpy_backend_step}
+
+
 def print_step_rows(script, worker_args, threads):
     """For each thread count in ``threads`` ("1,2"), run ``script --worker *worker_args`` in a fresh process
     with OMP/OpenBLAS threads set before NumPy loads, read the JSON line of medians it prints (keys

@@ -22,6 +22,7 @@ from _machine import (
     cpu_model,
     median_ms_alternating,
     print_step_rows,
+    tinyvae_steps,
 )  # benchmarks/ is on sys.path when a script runs
 
 
@@ -38,26 +39,7 @@ def worker(batch, steps):
         model = models.build("vae", x_dim=784, z_dim=20, arch="conv", seed=0)
         return model, tv.optim.Adam(model.parameters(), lr=1e-3)
 
-    model, optimizer = make()
-
-    def tinyvae_step():
-        optimizer.zero_grad()
-        model.loss(x, rng).loss.backward()
-        optimizer.step()
-
-    numpy_model, numpy_optimizer = make()
-
-    def tinyvae_numpy_backend_step():  # the same step under tv.backend.use("numpy"), for the ratio
-        previous = tv.backend.current()
-        tv.backend.use("numpy")
-        try:
-            numpy_optimizer.zero_grad()
-            numpy_model.loss(x, rng).loss.backward()
-            numpy_optimizer.step()
-        finally:
-            tv.backend.use(previous)
-
-    steps_by_name = {"tinyvae": tinyvae_step, "tinyvae-numpy": tinyvae_numpy_backend_step}
+    steps_by_name = tinyvae_steps(make, x, rng)
     try:
         import torch
         from torch import nn

@@ -14,7 +14,11 @@ import json
 import math
 import os
 
-from _machine import median_ms_alternating, print_step_rows  # benchmarks/ is on sys.path when a script runs
+from _machine import (
+    median_ms_alternating,
+    print_step_rows,
+    tinyvae_steps,
+)  # benchmarks/ is on sys.path when a script runs
 
 
 def worker(k, batch, steps):
@@ -25,28 +29,12 @@ def worker(k, batch, steps):
 
     rng = np.random.default_rng(0)
     x = (rng.uniform(size=(batch, 784)) < 0.3).astype(np.float32)
-    model = IWAE(IWAEConfig(x_dim=784, z_dim=20, hidden=(400,), k=k, seed=0))
-    optimizer = tv.optim.Adam(model.parameters(), lr=1e-3)
 
-    def tinyvae_step():
-        optimizer.zero_grad()
-        model.loss(x, rng).loss.backward()
-        optimizer.step()
+    def make():
+        model = IWAE(IWAEConfig(x_dim=784, z_dim=20, hidden=(400,), k=k, seed=0))
+        return model, tv.optim.Adam(model.parameters(), lr=1e-3)
 
-    numpy_model = IWAE(IWAEConfig(x_dim=784, z_dim=20, hidden=(400,), k=k, seed=0))
-    numpy_optimizer = tv.optim.Adam(numpy_model.parameters(), lr=1e-3)
-
-    def tinyvae_numpy_backend_step():  # the same step under tv.backend.use("numpy"), for the ratio
-        previous = tv.backend.current()
-        tv.backend.use("numpy")
-        try:
-            numpy_optimizer.zero_grad()
-            numpy_model.loss(x, rng).loss.backward()
-            numpy_optimizer.step()
-        finally:
-            tv.backend.use(previous)
-
-    steps_by_name = {"tinyvae": tinyvae_step, "tinyvae-numpy": tinyvae_numpy_backend_step}
+    steps_by_name = tinyvae_steps(make, x, rng)
     try:
         import torch
 
