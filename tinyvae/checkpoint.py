@@ -183,6 +183,22 @@ def load_training_state(path, expected_model=None, expected_config=None):
     return model, meta, optimizer_state
 
 
+# zipfile's damaged-archive errors: a bad header (BadZipFile), a flag bit read as "encrypted"
+# (RuntimeError), an unknown method or version (NotImplementedError), a corrupt deflate, bzip2 or lzma
+# stream (zlib.error, OSError, LZMAError), data ending early (EOFError, or NumPy's ValueError). Every reader
+# of an .npz that tinyvae writes (checkpoints, the code prior) turns these into its own clear error.
+DAMAGED_ARCHIVE_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    LZMAError,
+)
+
+
 def _load(path, expected_model=None, expected_config=None):
     """Everything both public loaders need: ``(meta, model_state, optimizer_state, model)``, the model
     built (from ``expected_config`` when given) but not yet loaded. Checks run cheapest first and no
@@ -203,19 +219,7 @@ def _load(path, expected_model=None, expected_config=None):
             arrays = {k: _read_array(path, archive, k, m) for k, m in members.items() if k != META_KEY}
     except CheckpointError:
         raise
-    # zipfile's damaged-archive errors: a bad header (BadZipFile), a flag bit read as "encrypted"
-    # (RuntimeError), an unknown method or version (NotImplementedError), a corrupt deflate, bzip2 or lzma
-    # stream (zlib.error, OSError, LZMAError), data ending early (EOFError, or NumPy's ValueError).
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        zipfile.BadZipFile,
-        RuntimeError,
-        NotImplementedError,
-        zlib.error,
-        LZMAError,
-    ) as error:
+    except DAMAGED_ARCHIVE_ERRORS as error:
         raise CheckpointError(
             f"checkpoint {path}: unreadable, truncated or not a .npz file ({type(error).__name__}: {error})"
         ) from error

@@ -33,7 +33,6 @@ import math
 import numbers
 import os
 import zipfile
-import zlib
 
 import numpy
 
@@ -470,16 +469,7 @@ def load_prior(path, codebook_size=None, length=None):
         raise
     except CheckpointError as error:  # the checkpoint reader's words, said of this file
         raise PriorFileError(str(error).replace(f"checkpoint {path}:", f"code prior {path}:", 1)) from None
-    # zipfile's damaged-archive errors, as in checkpoint._load
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        zipfile.BadZipFile,
-        RuntimeError,
-        NotImplementedError,
-        zlib.error,
-    ) as e:
+    except checkpoint.DAMAGED_ARCHIVE_ERRORS as e:
         raise PriorFileError(
             f"code prior {path}: unreadable, truncated or not a .npz file ({type(e).__name__}: {e})"
         ) from None
