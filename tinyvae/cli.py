@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -499,9 +498,11 @@ def command_sample(args):
     )
     print(f"written: {path}")
     if target is not None:  # the same draws as the figure: the same seed, drawn the same way
+        from tinyvae.backend import to_host
+
         samples = model.sample(args.n, numpy.random.default_rng(args.seed), y=args.label)
         buffer = io.BytesIO()
-        numpy.save(buffer, numpy.asarray(_to_numpy(samples), dtype=numpy.float32))
+        numpy.save(buffer, numpy.asarray(to_host(samples), dtype=numpy.float32))
         atomic_write_bytes(target, buffer.getvalue())
         print(f"written: {target} ({args.n} samples, float32)")
     return 0
@@ -530,21 +531,17 @@ def _array_target(args):
     return path
 
 
-def _to_numpy(array):
-    return array.get() if hasattr(array, "get") else numpy.asarray(array)  # a CuPy array comes to the host
-
-
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from tinyvae import data
+
+    return data.sha256_of(path)
 
 
 def _codes_of(model, x, batch_size=1000):
     """The code indices (N, L) that the VQ-VAE's encoder assigns to the examples x (N, x_dim)."""
-    parts = [_to_numpy(model.encode(x[i : i + batch_size])[1]) for i in range(0, len(x), batch_size)]
+    from tinyvae.backend import to_host
+
+    parts = [to_host(model.encode(x[i : i + batch_size])[1]) for i in range(0, len(x), batch_size)]
     return numpy.concatenate(parts).astype(numpy.int64)
 
 

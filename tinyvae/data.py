@@ -665,7 +665,7 @@ def _make_folder(name, dest, given):
 def _verified(target, digest):
     """Whether ``target`` is already the file with SHA-256 ``digest``; unreadable is a DataError naming it."""
     try:
-        return target.is_file() and _sha256(target) == digest
+        return target.is_file() and sha256_of(target) == digest
     except OSError as error:
         raise DataError(
             f"download: cannot read {target} ({error.strerror or error}) to check it; expected a folder "
@@ -684,7 +684,8 @@ def _check_writable(name, dest):
         ) from error
 
 
-def _sha256(path):
+def sha256_of(path):
+    """The SHA-256 of a file's bytes (hex), read 1 MiB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
