@@ -97,14 +97,17 @@ class PerDtype:
         self.groups = {}
         for signature in signatures:
             self.groups.setdefault(_first_array_type(signature), []).append(signature)
-        self.compiled = {}
+        self.compiled = {}  # {dtype name: numba dispatcher}
+        self.by_dtype = {}  # the same, keyed by the numpy dtype itself
 
     def __call__(self, *args):
-        dtype = args[0].dtype.name
-        kernel = self.compiled.get(dtype)
-        if kernel is None:
-            kernel = self._compile(dtype)
-        return kernel(*args)
+        try:  # the hot path: one dict lookup by the dtype object (its .name builds a string each time)
+            return self.by_dtype[args[0].dtype](*args)
+        except KeyError:
+            pass
+        dtype = args[0].dtype
+        self.by_dtype[dtype] = self._compile(dtype.name)
+        return self.by_dtype[dtype](*args)
 
     def _compile(self, dtype):
         if dtype not in self.groups:
