@@ -348,10 +348,12 @@ def build_parser():
     )
     download.add_argument("name", choices=("mnist", "fashion-mnist"))
     download.add_argument("--data-dir", help="destination folder (default ~/.cache/tinyvae/NAME)")
+    from tinyvae.backend import DEVICE_CHOICES
+
     for command in commands.choices.values():
         command.add_argument(
             "--device",
-            choices=("auto", "cpu", "gpu"),
+            choices=DEVICE_CHOICES,
             help="where the arrays and kernels run: gpu (CuPy), cpu (numba, else NumPy), or auto (the GPU "
             "only when a test kernel compiles and runs there); default $TINYVAE_BACKEND, else auto",
         )
