@@ -8,12 +8,14 @@ Three versions side by side, each updating ``param``, ``m`` and ``v`` in place:
 
 1. :func:`adam_update_numpy`: the reference. NumPy ufuncs with one scratch array; about ten passes over
    memory, which is what makes NumPy's Adam half of a small-batch training step.
-2. :func:`adam_update_numba`: one fused loop that reads p, g, m, v once and writes p, m, v once. Written with
-   ``prange``: numba then knows the iterations are independent and emits packed (AVX) instructions, where
-   the same loop with ``range`` does not vectorise (measured when this kernel was written, on the 2-core
-   AMD EPYC (Zen 4) of benchmarks/RESULTS.md, at 313,600 float32 elements: 720 µs with ``range``, 90 µs
-   with ``prange`` on one thread, NumPy 370 µs). It runs on one thread (see ``tinyvae.backend.load_numba``:
-   a second thread saved ~40 µs on that machine but risks spinning against BLAS).
+2. :func:`adam_update_numba`: one fused loop that reads p, g, m, v once and writes p, m, v once, compiled
+   with NumPy's error model. Python's (numba's default) checks every division for a zero divisor and
+   raises ZeroDivisionError, a branch in the loop that keeps LLVM from emitting packed (AVX) instructions;
+   NumPy's gives IEEE results instead (never reached here: sqrt(v) + ε_t > 0), and the loop vectorises.
+   Measured on the 2-core AMD EPYC (Zen 5) of benchmarks/RESULTS.md at 652,824 float32 elements, one
+   thread: 1,862 µs with Python's error model, 256 µs with NumPy's. (Earlier versions got the same
+   vectorisation from ``prange`` with ``parallel=True`` run on one thread: 254 µs, but a 0.43 s compile
+   instead of 0.27 s, and numba's thread pool set up for a loop that never used a second thread.)
 3. :func:`adam_update_cupy`: the same fused loop as a CuPy ElementwiseKernel, with 1 − β1 and 1 − β2
    computed on the host in float64 as the numba version does.
 """
@@ -27,11 +29,7 @@ from tinyvae.kernels._cuda_source import ElementwiseKernelSource
 from tinyvae.kernels._jit import compile_kernels
 from tinyvae.kernels._routing import pick_version
 
-from tinyvae import backend as _backend
 from tinyvae.backend import array_module
-
-# The loop's numba.prange: compile_kernels sets this on first use, so importing this file imports no numba.
-numba = None
 
 COMPILE_SECONDS: dict[str, float] = {}  # first-use compile/load time per version, read by the benchmark
 
@@ -86,7 +84,7 @@ def _fused_adam(param, grad, m, v, lr_t, eps_t, beta1, beta2):
     b1, b2 = dtype(beta1), dtype(beta2)
     one_minus_b1, one_minus_b2 = dtype(1 - beta1), dtype(1 - beta2)
     lr, eps = dtype(lr_t), dtype(eps_t)
-    for i in numba.prange(param.size):
+    for i in range(param.size):
         g = grad[i]
         m_i = b1 * m[i] + one_minus_b1 * g
         v_i = b2 * v[i] + one_minus_b2 * g * g
@@ -98,7 +96,7 @@ def _fused_adam(param, grad, m, v, lr_t, eps_t, beta1, beta2):
 @functools.cache
 def _numba_kernel():
     """Compile (or load from numba's on-disk cache) the fused update; on first use, never at import."""
-    options = {"parallel": True, "boundscheck": False}
+    options = {"boundscheck": False, "error_model": "numpy"}  # NumPy's error model: see the docstring
     (kernel,) = compile_kernels(
         "adam_update", [(_fused_adam, _NUMBA_SIGNATURES)], seconds=COMPILE_SECONDS, **options
     )
@@ -107,14 +105,12 @@ def _numba_kernel():
 
 def adam_update_numba(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None):
     """In-place Adam step in one numba pass (``work`` is accepted for a common signature and unused)."""
-    # One thread: the loop is memory-bound, and prange is there for vectorisation (see backend.load_numba).
-    with _backend.numba_threads(1):
-        scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
-        _numba_update(_numba_kernel(), param, grad, m, v, *scalars)
+    scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
+    _numba_update(_numba_kernel(), param, grad, m, v, *scalars)
 
 
 def _numba_update(kernel, param, grad, m, v, lr_t, eps_t, beta1, beta2):
-    """Check the arrays and run the compiled pass (the caller has fixed numba's thread count)."""
+    """Check the arrays and run the compiled pass (one thread: the loop is memory-bound)."""
     _check(param, grad, m, v)
     grad = np.ascontiguousarray(grad, dtype=param.dtype)
     kernel(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), lr_t, eps_t, beta1, beta2)
@@ -170,8 +166,7 @@ IMPLEMENTATIONS = {"numpy": adam_update_numpy, "numba": adam_update_numba, "cupy
 
 def adam_update_all(updates, lr_t, eps_t, beta1, beta2, *, backend=None):
     """One Adam step for every ``(param, grad, m, v, work)`` in ``updates``, as :func:`adam_update` does
-    one by one; under numba the thread count is set once for the whole list (setting it costs ~5 µs,
-    which at ten parameters and a small batch was 4% of a training step)."""
+    one by one; under numba the kernel and the scalars are resolved once for the whole list."""
     updates = list(updates)
     if not updates:
         return
@@ -184,9 +179,8 @@ def adam_update_all(updates, lr_t, eps_t, beta1, beta2, *, backend=None):
     # ten parameters: so under numba the kernel and the scalars are resolved once for the whole list.
     kernel = _numba_kernel()
     scalars = float(lr_t), float(eps_t), float(beta1), float(beta2)
-    with _backend.numba_threads(1):
-        for param, grad, m, v, _work in updates:
-            _numba_update(kernel, param, grad, m, v, *scalars)
+    for param, grad, m, v, _work in updates:
+        _numba_update(kernel, param, grad, m, v, *scalars)
 
 
 def adam_update(param, grad, m, v, lr_t, eps_t, beta1, beta2, work=None, *, backend=None):

@@ -81,7 +81,7 @@ def test_import_compiles_nothing():
 
     code = (
         "import sys\nfrom tinyvae.kernels import adam\n"
-        "assert adam.numba is None and 'numba' not in sys.modules and not adam.COMPILE_SECONDS\n"
+        "assert 'numba' not in sys.modules and not adam.COMPILE_SECONDS\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -59,9 +59,9 @@ def load_numba():
     under workqueue, which sleeps its threads; at ten parameters an Adam step that is 1 ms. The catch with
     OpenMP: its threads spin after a parallel region, and beside a multi-threaded OpenBLAS on 2 cores that
     made a training step 3-5x slower (the same trap in "Nearest-codebook search": a parallel build of the
-    fused pass took 249-276 ms against the serial one's 39 ms). So the memory-bound kernels
-    run their ``prange`` loops on one thread (see :func:`numba_threads`): ``prange`` is there because it
-    lets numba vectorise the loop (its iterations are declared independent), not for the threads.
+    fused pass took 249-276 ms against the serial one's 39 ms). So memory-bound kernels run on one
+    thread (see :func:`numba_threads`). Adam, the kernel of that measurement, no longer uses ``prange`` at
+    all: its plain loop vectorises once compiled with NumPy's error model (kernels/adam.py).
     """
     os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "omp workqueue tbb")
     import numba
