@@ -44,6 +44,26 @@ def test_splits_are_disjoint(splits):
     index = {s: numpy.ravel_multi_index(d.factors.T, shapes.FACTOR_SIZES) for s, d in splits.items()}
     assert len(numpy.unique(index["train"])) == len(index["train"])  # no repeated image either
     assert not set(index["train"]) & set(index["test"])
+    # Together they are the whole grid: every combination of the factors is in one split.
+    assert len(index["train"]) + len(index["test"]) == numpy.prod(shapes.FACTOR_SIZES) == 28_224
+
+
+def test_training_defaults_on_shapes_and_elsewhere():
+    """`tinyvae train --data shapes` trains 300 epochs with 10 latents unless told otherwise; the other
+    datasets keep theirs (30 epochs; 20 latents on images, 2 on the toys); a flag always wins."""
+    from tinyvae.train import RunConfig
+
+    def epochs_and_latents(**flags):
+        config = RunConfig(**flags)
+        settings = config.new_settings()
+        z_dim = config.model_fields(settings, x_dim=784, n_classes=3)["z_dim"]
+        return settings["epochs"], z_dim
+
+    assert epochs_and_latents(data="shapes") == (300, 10)
+    assert epochs_and_latents(data="shapes", model="beta-vae") == (300, 10)
+    assert epochs_and_latents(data="shapes", epochs=5, latent_dim=3) == (5, 3)
+    assert epochs_and_latents() == (30, 20)  # mnist5k
+    assert epochs_and_latents(data="ring") == (30, 2)
 
 
 def test_each_factor_changes_the_image():

@@ -25,8 +25,8 @@ iterator; a dataset with known generating factors (``shapes``) also carries ``fa
   read by our own :func:`read_idx` from ``data_dir``, else ``$TINYVAE_DATA``, else
   ``~/.cache/tinyvae/<name>/``; :func:`download` fetches them (``tinyvae download mnist``).
 * ``shapes`` — generated, no download: dSprites-like 28×28 pictures of a square, an ellipse or a heart
-  from five known factors (shape, scale, rotation, x, y), 9,000 train and 1,000 test drawn from the
-  28,224-image factor grid without overlap (:mod:`tinyvae.shapes`). ``labels`` is the shape index;
+  from five known factors (shape, scale, rotation, x, y), the 28,224-image factor grid cut into 27,224
+  train and 1,000 test images (:mod:`tinyvae.shapes`). ``labels`` is the shape index;
   ``factors`` (N, 5) holds every factor's index and ``factor_names`` their names, for the disentanglement
   scores of :mod:`tinyvae.disentanglement`.
 * ``ring``, ``moons``, ``pinwheel`` — 2-D toys generated in code, with the mode / moon / arm index as label;
@@ -229,6 +229,17 @@ def _generator(rng, where):
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading
+
+
+def run_defaults(name):
+    """What ``tinyvae train --data name`` uses for the settings its command line leaves unset where they
+    differ from the image datasets' (``tinyvae.train.RUN_DEFAULTS``): ``latent_dim`` 2 on the 2-D toys, and
+    the shapes' own :data:`tinyvae.shapes.RUN_DEFAULTS` (300 epochs, 10 latents: see that module)."""
+    if name in TOY_DATASETS:
+        return {"latent_dim": 2}
+    if name == "shapes":
+        return dict(shapes.RUN_DEFAULTS)
+    return {}
 
 
 def default_pixels(likelihood, split, name=None):

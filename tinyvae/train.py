@@ -416,11 +416,13 @@ class RunConfig:
 
     model: str | None = _flag_field("which model, a registered name (default vae)")
     data: str | None = _flag_field("dataset (default mnist5k, embedded)")
-    epochs: int | None = _flag_field("epochs in total; a resumed run continues up to this many (default 30)")
+    epochs: int | None = _flag_field(
+        "epochs in total; a resumed run continues up to this many (default 30; 300 on shapes)"
+    )
     batch_size: int | None = _flag_field("minibatch size (default 128)")
     lr: float | None = _flag_field("Adam learning rate (default 1e-3)")
     seed: int | None = _flag_field("seeds the weights, shuffling and noise (default 0)")
-    latent_dim: int | None = _flag_field("latent dimensions (default 20; 2 for 2-D toys)")
+    latent_dim: int | None = _flag_field("latent dimensions (default 20; 2 for 2-D toys, 10 on shapes)")
     hidden: tuple | None = _flag_field(
         "hidden layer sizes, e.g. 400 or 512,256 (default 400; 64,64 on toys; or the model's own)"
     )
@@ -514,10 +516,14 @@ class RunConfig:
     # ----- what a new run builds -----
     def new_settings(self):
         """The settings of a new run (None fields defaulted), without the model config."""
+        from tinyvae import data
+
         chosen = {
             name: getattr(self, name) for name in ("model", "data", "epochs", "batch_size", "lr", "seed")
         }
         settings = {name: RUN_DEFAULTS[name] if value is None else value for name, value in chosen.items()}
+        if self.epochs is None:  # some datasets train longer by default (the shapes: 300 epochs)
+            settings["epochs"] = data.run_defaults(settings["data"]).get("epochs", settings["epochs"])
         settings.update(
             pixels=self.pixels,
             limit=self.limit,
@@ -535,7 +541,7 @@ class RunConfig:
         hidden = defaults.pop("hidden")
         fields = {
             "x_dim": int(x_dim),
-            "z_dim": self.latent_dim or (2 if toy else 20),
+            "z_dim": self.latent_dim or data.run_defaults(settings["data"]).get("latent_dim", 20),
             "hidden": tuple(self.hidden) if self.hidden else tuple(hidden),
             "likelihood": likelihood,
             "seed": settings["seed"],

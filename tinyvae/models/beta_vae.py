@@ -35,6 +35,7 @@ import dataclasses
 import math
 
 import tinyvae.functional as F
+from tinyvae import shapes
 from tinyvae.models.base import LossResult, check_flag, check_integer
 from tinyvae.models.registry import register
 from tinyvae.models.vae import VAE, VAEConfig
@@ -48,7 +49,7 @@ class BetaVAEConfig(VAEConfig):
     total_correlation: bool = False
     # N in that estimator: the training set's size (the shapes' train split by default). It shifts the
     # reported MI, TC and dimension-wise KL by constants only; the loss's gradient does not depend on it.
-    dataset_size: int = 9_000
+    dataset_size: int = shapes.SIZES["train"]
 
     def validate(self):
         super().validate()
