@@ -179,7 +179,6 @@ def test_compile_kernels_records_the_time_and_fills_in_numba():
     file whose loop says numba.prange has its ``numba`` global set (it was None after import)."""
     require_backend("numba")
     import numba
-
     from tinyvae.kernels import im2col
 
     relu._numba_kernels()

@@ -764,3 +764,55 @@ def test_config_json_edits_found_by_the_review_are_messages(finished_run, tmp_pa
     assert train_run(run, "--resume", "--lr", "0.002", epochs=2) == 2
     assert "'resumes' must be a list of changes, found str" in capsys.readouterr().err
     assert snapshot(run) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --resume continues on the training data the run was trained on
+
+
+def _edit_settings(run, **changes):
+    """Rewrite the run's config.json with settings changed (None: the key removed, as in older runs)."""
+    path = run / "config.json"
+    payload = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            payload["settings"].pop(key, None)
+        else:
+            payload["settings"][key] = value
+    path.write_text(json.dumps(payload))
+
+
+def test_a_run_records_how_many_training_examples_it_used(finished_run):
+    settings = json.loads((finished_run / "config.json").read_text())["settings"]
+    assert settings["train_examples"] == 128  # --limit 128 of the ring's 10,000 points
+
+
+def test_resume_refuses_a_training_split_of_another_size_and_changes_nothing(finished_run, tmp_path, capsys):
+    """A run whose recorded count differs from what its data gives now (files replaced, or a tinyvae that
+    cuts the split differently) is not continued on the other data; the run directory is left as it was."""
+    run = copy_run(finished_run, tmp_path / "run")
+    _edit_settings(run, train_examples=100)
+    before = snapshot(run)
+    assert train_run(run, "--resume", epochs=2) != 0
+    error = capsys.readouterr().err
+    assert "trained on 100 examples of ring, but its training split now gives 128" in error, error
+    assert snapshot(run) == before
+
+
+def test_an_older_run_without_the_count_still_resumes(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    _edit_settings(run, train_examples=None)
+    assert train_run(run, "--resume", epochs=2) == 0
+    assert [row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
+
+
+def test_an_older_shapes_run_resumes_on_the_9000_images_it_trained_on(tmp_path, capsys):
+    """Until 2026-11-27 the shapes' train split was 9,000 images, today's first 9,000; a run from then (no
+    recorded count, no --limit below 9,000) continues on those, not on the whole grid."""
+    run = tmp_path / "shapes"
+    flags = ["--data", "shapes", "--limit", "9500", "--no-progress", "--no-plots", "--out", run]
+    assert tinyvae("train", *flags, "--epochs", "1", "--hidden", "8", "--latent-dim", "2") == 0
+    assert "9500 train / 1000 test examples" in capsys.readouterr().out
+    _edit_settings(run, train_examples=None)
+    assert tinyvae("train", *flags, "--epochs", "2", "--resume") == 0
+    assert "9000 train / 1000 test examples" in capsys.readouterr().out

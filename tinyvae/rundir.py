@@ -323,7 +323,8 @@ def command_line():
 
 # ---------------------------------------------------------------- the settings a run records
 
-LEGACY_DEFAULTS = {"batch_size": 128}  # runs made before batch_size was recorded trained with 128
+# Runs made before batch_size was recorded trained with 128; before train_examples was, the count is unknown.
+LEGACY_DEFAULTS = {"batch_size": 128, "train_examples": None}
 
 
 def _is_int(value):
@@ -344,6 +345,7 @@ _SETTING_RULES = {  # field: (check, what it must be)
     "pixels": (lambda v: v is None or isinstance(v, str), "null or a pixel mode (a string)"),
     "limit": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive integer"),
     "data_dir": (lambda v: v is None or isinstance(v, str), "null or a folder (a string)"),
+    "train_examples": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a positive integer"),
     "model_config": (
         lambda v: isinstance(v, dict) and isinstance(v.get("likelihood"), str),
         "an object with the model's config (including 'likelihood')",

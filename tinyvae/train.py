@@ -688,6 +688,7 @@ def _start_new_run(config, out):
     model, probe = build_model(config, settings)
     settings["model_config"] = model.config.to_dict()
     train_data, test_data = load_splits(settings, test=probe)
+    settings["train_examples"] = len(train_data.x)  # a resume checks that it continues on as many
     _check_data_parallel(world, model, settings["batch_size"], train_data, test_data)
     claim = None
     if world.is_root:  # the other ranks hold the same model and never touch the run directory
@@ -742,7 +743,12 @@ def _start_resumed_run(config, out):
                 f"--epochs above {done} to continue it"
             )
         optimizer.lr = settings["lr"]
+        if settings["train_examples"] is None and settings["data"] == "shapes":
+            # A shapes run made before the train split became the whole grid (2026-11-27) trained on the
+            # first LEGACY_SHAPES_TRAIN images of today's split: it continues on those.
+            settings["limit"] = min(settings["limit"] or LEGACY_SHAPES_TRAIN, LEGACY_SHAPES_TRAIN)
         train_data, test_data = load_splits(settings)
+        _check_same_training_data(out, settings, len(train_data.x))
         _check_data_parallel(world, model, settings["batch_size"], train_data, test_data)
         previous_config = None
         if changed and world.is_root:
@@ -756,6 +762,21 @@ def _start_resumed_run(config, out):
         train_data=train_data, test_data=test_data, lock=lock, claim=None, previous_config=previous_config,
         world=world,
     )  # fmt: skip
+
+
+LEGACY_SHAPES_TRAIN = 9_000  # the shapes' train split until 2026-11-27 (tinyvae/shapes.py, "Splits")
+
+
+def _check_same_training_data(out, settings, found):
+    """Refuse to resume on a training split of another size than the run recorded (its files replaced, or a
+    tinyvae that cuts the split differently): the run would go on learning from other data."""
+    recorded = settings["train_examples"]
+    if recorded is not None and recorded != found:
+        raise RunConfigError(
+            f"--resume: the run in {out} trained on {recorded:,} examples of {settings['data']}, but its "
+            f"training split now gives {found:,}; continuing would train on other data. Restore the data it "
+            "was trained on, or start a new run in another --out"
+        )
 
 
 def _check_data_parallel(world, model, batch_size, train_data, test_data):
