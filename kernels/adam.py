@@ -13,9 +13,10 @@ Three versions side by side, each updating ``param``, ``m`` and ``v`` in place:
    raises ZeroDivisionError, a branch in the loop that keeps LLVM from emitting packed (AVX) instructions;
    NumPy's gives IEEE results instead (never reached here: sqrt(v) + ε_t > 0), and the loop vectorises.
    Measured on the 2-core AMD EPYC (Zen 5) of benchmarks/RESULTS.md at 652,824 float32 elements, one
-   thread: 1,862 µs with Python's error model, 256 µs with NumPy's. (Earlier versions got the same
-   vectorisation from ``prange`` with ``parallel=True`` run on one thread: 254 µs, but a 0.43 s compile
-   instead of 0.27 s, and numba's thread pool set up for a loop that never used a second thread.)
+   thread, idle: 1,937 µs with Python's error model, 267 µs with NumPy's. (Earlier versions got the same
+   vectorisation from ``prange`` with ``parallel=True`` run on one thread: 268-275 µs, but a 0.51-0.54 s
+   compile instead of 0.33-0.36 s, and numba's thread pool set up for a loop that never used a second
+   thread.)
 3. :func:`adam_update_cupy`: the same fused loop as a CuPy ElementwiseKernel, with 1 − β1 and 1 − β2
    computed on the host in float64 as the numba version does.
 """
