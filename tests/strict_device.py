@@ -118,6 +118,11 @@ def _in_place(ufunc):
     return operator
 
 
+def _operators(ufunc):
+    """``x op y``, ``y op x`` and ``x op= y`` for one ufunc: the three methods of an arithmetic operator."""
+    return _binary(ufunc), _binary(ufunc, True), _in_place(ufunc)
+
+
 class DeviceArray:
     """An array "in device memory": a NumPy array that refuses implicit conversion, as a CuPy array does.
 
@@ -233,36 +238,16 @@ class DeviceArray:
         self._host[host_key] = value._host if isinstance(value, DeviceArray) else value
 
     # ----- operators, all through NumPy's ufuncs (so __array_ufunc__ enforces the rules) -----
-    __add__, __radd__, __iadd__ = _binary(numpy.add), _binary(numpy.add, True), _in_place(numpy.add)
-    __sub__, __rsub__, __isub__ = (
-        _binary(numpy.subtract),
-        _binary(numpy.subtract, True),
-        _in_place(numpy.subtract),
-    )
-    __mul__, __rmul__, __imul__ = (
-        _binary(numpy.multiply),
-        _binary(numpy.multiply, True),
-        _in_place(numpy.multiply),
-    )
-    __truediv__, __rtruediv__, __itruediv__ = (
-        _binary(numpy.true_divide),
-        _binary(numpy.true_divide, True),
-        _in_place(numpy.true_divide),
-    )
+    __add__, __radd__, __iadd__ = _operators(numpy.add)
+    __sub__, __rsub__, __isub__ = _operators(numpy.subtract)
+    __mul__, __rmul__, __imul__ = _operators(numpy.multiply)
+    __truediv__, __rtruediv__, __itruediv__ = _operators(numpy.true_divide)
     __floordiv__, __rfloordiv__ = _binary(numpy.floor_divide), _binary(numpy.floor_divide, True)
     __mod__, __rmod__ = _binary(numpy.remainder), _binary(numpy.remainder, True)
-    __pow__, __rpow__, __ipow__ = _binary(numpy.power), _binary(numpy.power, True), _in_place(numpy.power)
+    __pow__, __rpow__, __ipow__ = _operators(numpy.power)
     __matmul__, __rmatmul__ = _binary(numpy.matmul), _binary(numpy.matmul, True)
-    __and__, __rand__, __iand__ = (
-        _binary(numpy.bitwise_and),
-        _binary(numpy.bitwise_and, True),
-        _in_place(numpy.bitwise_and),
-    )
-    __or__, __ror__, __ior__ = (
-        _binary(numpy.bitwise_or),
-        _binary(numpy.bitwise_or, True),
-        _in_place(numpy.bitwise_or),
-    )
+    __and__, __rand__, __iand__ = _operators(numpy.bitwise_and)
+    __or__, __ror__, __ior__ = _operators(numpy.bitwise_or)
     __xor__, __rxor__ = _binary(numpy.bitwise_xor), _binary(numpy.bitwise_xor, True)
     __lt__, __le__ = _binary(numpy.less), _binary(numpy.less_equal)
     __gt__, __ge__ = _binary(numpy.greater), _binary(numpy.greater_equal)
