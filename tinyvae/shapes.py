@@ -31,8 +31,8 @@ is made in well under a second.
 ``numpy.ravel_multi_index(factors, FACTOR_SIZES)``), permuted once by a Generator seeded with
 :data:`SPLIT_SEED`; the first :data:`SIZES` ["test"] (1,000) of the permutation are the test split, the
 other 27,224 the train split, as dSprites trains on its whole grid — disjoint by construction, the same on
-every machine. (Until 2026-11-27 the train split was the first 9,000 of those 27,224; ``n=9_000`` gives
-exactly that set.)
+every machine. (Until 2026-11-27 the train split was the first :data:`LEGACY_TRAIN_SIZE` (9,000) of those
+27,224; ``n=9_000`` gives exactly that set, and a run from then resumes on it.)
 
 **Training defaults.** Disentanglement needs far longer training than reconstruction does, so
 ``tinyvae train --data shapes`` defaults to :data:`RUN_DEFAULTS` (300 epochs, 10 latents) rather than the
@@ -56,6 +56,7 @@ FACTOR_SIZES = (len(SHAPE_NAMES), len(SCALES), len(ROTATIONS), POSITIONS, POSITI
 SUPERSAMPLE = 4  # a pixel's grey level is the fraction of SUPERSAMPLE² points in it inside the shape
 SPLIT_SEED = 18  # permutes the grid before it is cut into test and train
 SIZES = {"train": 27_224, "test": 1_000}  # the whole grid: 1,000 test images, every other one to train
+LEGACY_TRAIN_SIZE = 9_000  # the train split until 2026-11-27: the first 9,000 of today's (see "Splits")
 # What `tinyvae train --data shapes` uses for the settings its command line leaves unset (the other datasets
 # take tinyvae.train.RUN_DEFAULTS). Ten latents for five factors, as in the dSprites studies (Higgins et al.
 # 2017, Chen et al. 2018, Locatello et al. 2019). 300 epochs of 27,224 images at batch 128 are ~64,000 Adam

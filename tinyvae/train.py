@@ -34,7 +34,7 @@ import time
 import numpy
 
 import tinyvae
-from tinyvae import distributed
+from tinyvae import distributed, shapes
 from tinyvae.autodiff import no_grad
 from tinyvae.checkpoint import (
     CheckpointError,
@@ -745,8 +745,9 @@ def _start_resumed_run(config, out):
         optimizer.lr = settings["lr"]
         if settings["train_examples"] is None and settings["data"] == "shapes":
             # A shapes run made before the train split became the whole grid (2026-11-27) trained on the
-            # first LEGACY_SHAPES_TRAIN images of today's split: it continues on those.
-            settings["limit"] = min(settings["limit"] or LEGACY_SHAPES_TRAIN, LEGACY_SHAPES_TRAIN)
+            # first shapes.LEGACY_TRAIN_SIZE images of today's split: it continues on those.
+            legacy = shapes.LEGACY_TRAIN_SIZE
+            settings["limit"] = min(settings["limit"] or legacy, legacy)
         train_data, test_data = load_splits(settings)
         _check_same_training_data(out, settings, len(train_data.x))
         _check_data_parallel(world, model, settings["batch_size"], train_data, test_data)
@@ -762,9 +763,6 @@ def _start_resumed_run(config, out):
         train_data=train_data, test_data=test_data, lock=lock, claim=None, previous_config=previous_config,
         world=world,
     )  # fmt: skip
-
-
-LEGACY_SHAPES_TRAIN = 9_000  # the shapes' train split until 2026-11-27 (tinyvae/shapes.py, "Splits")
 
 
 def _check_same_training_data(out, settings, found):
