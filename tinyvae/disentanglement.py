@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy
 
 from tinyvae.autodiff import no_grad
-from tinyvae.backend import to_host
+from tinyvae.tensor import host_array
 
 MIG_BINS = 20  # bins per latent dimension (Locatello et al. 2019's default for the histogram estimator)
 
@@ -163,7 +163,7 @@ def posterior_means(model, data, batch_size=500):
                 else model.check_y(data.labels[start : start + batch_size], x.shape[0])
             )
             value = model.latent_mean(x, y)
-            means.append(numpy.asarray(to_host(value), dtype=numpy.float64))  # the scores run on the host
+            means.append(host_array(value))  # the scores run on the host
     return numpy.concatenate(means)
 
 

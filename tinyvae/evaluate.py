@@ -25,7 +25,7 @@ from tinyvae.autodiff import no_grad
 from tinyvae.backend import array_module, to_host
 from tinyvae.models.priors import StandardNormal
 from tinyvae.nn import as_generator
-from tinyvae.tensor import Tensor
+from tinyvae.tensor import Tensor, host_array
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -316,11 +316,6 @@ def _checked(model, x, y):
     return data, model.check_y(y, len(data))
 
 
-def _on_host(value):
-    """A Tensor's or an array's values as a NumPy float64 array (a copy from the GPU under CuPy)."""
-    return numpy.asarray(to_host(value.data if isinstance(value, Tensor) else value), dtype=numpy.float64)
-
-
 def _in_float64(value):
     """A Tensor's or an array's values as a float64 array in its own array module (it stays on the GPU)."""
     data = value.data if isinstance(value, Tensor) else value
@@ -332,7 +327,7 @@ def _latent_means(model, x, y, function):
     data, labels = _checked(model, x, y)
     with no_grad():
         means = model.latent_mean(data, labels)
-    means = _on_host(means)
+    means = host_array(means)
     if means.ndim != 2 or len(means) != len(data):
         raise ValueError(
             f"{function}: model {model.name!r} returned latent means of shape {means.shape}; expected "

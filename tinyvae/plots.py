@@ -31,11 +31,10 @@ from matplotlib.ticker import MaxNLocator
 
 from tinyvae import evaluate, figures
 from tinyvae.autodiff import no_grad
-from tinyvae.backend import to_host
 from tinyvae.models.priors import normal_ppf  # noqa: F401  (kept here for plots.normal_ppf users)
 from tinyvae.models.vqvae import codebook_usage_figure as codebook_usage_hist  # noqa: F401  (the VQ-VAE draws it)
 from tinyvae.nn import as_generator
-from tinyvae.tensor import Tensor
+from tinyvae.tensor import Tensor, host_array
 
 DPI = figures.DPI
 
@@ -54,13 +53,6 @@ def principal_components(points, k=2):
     total = float((s**2).sum())
     fractions = (s[:k] ** 2) / total if total > 0 else numpy.zeros(min(k, len(s)))
     return centred @ vt[:k].T, fractions  # (N, k), (k,)
-
-
-def _numpy(value):
-    """A Tensor, a CuPy array or array-like as a float64 NumPy array: figure data crosses to the host here."""
-    if isinstance(value, Tensor):
-        value = value.data
-    return numpy.asarray(to_host(value), dtype=numpy.float64)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,13 +112,13 @@ def reconstructions(model, x, path, y=None, image_shape=(28, 28), n=10):
     ``n`` examples of ``x``. With ``image_shape=None`` (2-D data) a scatter of every point of ``x`` (up to
     2,000) and of its reconstruction, with arrows from the first ``n`` originals to their reconstructions."""
     image_shape = _check_image_shape("reconstructions", model, image_shape)
-    data = _numpy(x)
+    data = host_array(x)
     labels = None if y is None else numpy.asarray(y)
     if image_shape is not None:
         data, labels = data[:n], None if labels is None else labels[:n]
     else:
         data, labels = data[:2000], None if labels is None else labels[:2000]
-    recon = _numpy(model.reconstruct(data, labels))
+    recon = host_array(model.reconstruct(data, labels))
     if image_shape is None:
         figure = _figure(5.5, 5)
         ax = figure.add_subplot()
@@ -153,7 +145,7 @@ def samples_grid(model, rng, path, n=64, y=None, image_shape=(28, 28)):
     a square-ish grid; with ``image_shape=None`` (2-D data) a scatter of the decoded points. ``y``: labels
     for a conditional model (an int for all, or n labels)."""
     image_shape = _check_image_shape("samples_grid", model, image_shape)
-    samples = _numpy(model.sample(n, as_generator(rng), y=y))
+    samples = host_array(model.sample(n, as_generator(rng), y=y))
     if image_shape is None:
         figure = _figure(5.5, 5)
         ax = figure.add_subplot()
@@ -177,7 +169,7 @@ def latent_scatter(model, x, labels, path, y=None):
     data = model.check_x(x)
     conditions = model.check_y(y, data.shape[0])
     with no_grad():
-        means = _numpy(model.latent_mean(data, conditions))  # (N, Z)
+        means = host_array(model.latent_mean(data, conditions))  # (N, Z)
     z_dim = means.shape[1]
     colours = None if labels is None else numpy.asarray(labels)
     if colours is not None and colours.shape != (len(means),):
@@ -238,7 +230,7 @@ def manifold(model, path, image_shape=(28, 28), grid=15, y=None):
     z1, z2 = numpy.meshgrid(values, values2[::-1])  # row 0 is the highest z₂
     z = numpy.stack([z1.ravel(), z2.ravel()], axis=1)  # (G², 2), row-major as the mosaic
     labels = None if y is None else numpy.full(len(z), int(y))
-    decoded = _numpy(model.decode(z, labels))  # (G², x_dim)
+    decoded = host_array(model.decode(z, labels))  # (G², x_dim)
     condition = "" if y is None else f", label {int(y)}"
     if image_shape is None:
         figure = _figure(6, 5.5)
@@ -290,16 +282,16 @@ def traversal_images(model, x, steps=9, y=None):
     data = model.check_x(x)
     labels = None if y is None else numpy.full(data.shape[0], int(y))
     with no_grad():
-        means = _numpy(model.latent_mean(data, model.check_y(labels, data.shape[0])))  # (N, Z)
+        means = host_array(model.latent_mean(data, model.check_y(labels, data.shape[0])))  # (N, Z)
     z_dim = means.shape[1]
     activity = means.var(axis=0) if len(means) > 1 else numpy.zeros(z_dim)  # (Z,)
     dims = numpy.argsort(-activity, kind="stable")  # most active first
-    values = _numpy(model.prior.quantile(numpy.linspace(*TRAVERSAL_QUANTILES, steps)))  # (steps, Z)
+    values = host_array(model.prior.quantile(numpy.linspace(*TRAVERSAL_QUANTILES, steps)))  # (steps, Z)
     z = numpy.repeat(means[:1], z_dim * steps, axis=0).reshape(z_dim, steps, z_dim)  # (row, step, Z)
     for row, j in enumerate(dims):
         z[row, :, j] = values[:, j]
     decode_labels = None if y is None else numpy.full(z_dim * steps, int(y))
-    decoded = _numpy(model.decode(z.reshape(-1, z_dim).astype(model.dtype), decode_labels))
+    decoded = host_array(model.decode(z.reshape(-1, z_dim).astype(model.dtype), decode_labels))
     return decoded.reshape(z_dim, steps, -1), dims, values, activity
 
 
@@ -329,8 +321,8 @@ def interpolation_strip(model, x_a, x_b, path, steps=10, method="linear", image_
     path between their latent means, t = 0 … 1), then ``x_b``. With ``image_shape=None`` (2-D data) the path
     drawn in data space between the two points. ``y``: one label, for a conditional model."""
     image_shape = _check_image_shape("interpolation_strip", model, image_shape)
-    start, end = _numpy(x_a).reshape(-1), _numpy(x_b).reshape(-1)
-    path_points = _numpy(model.interpolate(start, end, steps=steps, method=method, y=y))  # (steps, x_dim)
+    start, end = host_array(x_a).reshape(-1), host_array(x_b).reshape(-1)
+    path_points = host_array(model.interpolate(start, end, steps=steps, method=method, y=y))  # (steps, x_dim)
     condition = "" if y is None else f", label {int(y)}"
     if image_shape is None:
         figure = _figure(5.5, 5)
@@ -494,7 +486,7 @@ def class_conditional_grid(model, rng, path, per_class=8, image_shape=(28, 28)):
     image_shape = _check_image_shape("class_conditional_grid", model, image_shape)
     n_classes = model.config.n_classes
     labels = numpy.repeat(numpy.arange(n_classes), per_class)  # (C·per_class,), class-major
-    samples = _numpy(model.sample(len(labels), as_generator(rng), y=labels))
+    samples = host_array(model.sample(len(labels), as_generator(rng), y=labels))
     if image_shape is None:
         figure = _figure(6.5, 5.5)
         ax = figure.add_subplot()
@@ -523,7 +515,7 @@ def true_log_posterior(model, x, z, y=None):
         labels = None if y is None else numpy.full(len(z), int(y[0]))
         decoded = model.decode_logits(z_t, labels)  # (M, x_dim)
         log_lik = model.likelihood.log_prob(decoded, Tensor(numpy.asarray(x, dtype=model.dtype)))  # (M,)
-        return _numpy(log_lik) + _numpy(model.prior.log_prob(z_t))
+        return host_array(log_lik) + host_array(model.prior.log_prob(z_t))
 
 
 def coverage(log_density, cell, sample_log_density, mass=0.99):
@@ -566,11 +558,11 @@ def posterior_comparison(model, x_point, path, grid=100, n_samples=2000, rng=Non
             "q(z|x) over the latent its decoder reads, to compare with the true posterior"
         )
     rng = as_generator(0 if rng is None else rng)
-    x = model.check_x(numpy.reshape(_numpy(x_point), (1, -1))).numpy()  # (1, x_dim)
+    x = model.check_x(numpy.reshape(host_array(x_point), (1, -1))).numpy()  # (1, x_dim)
     labels = model.check_y(None if y is None else numpy.full(1, int(y)), 1)
     with no_grad():
         samples, parts = model.posterior_sample_parts(x, n_samples, rng, labels)  # (n, 2), (n,) or None
-    samples = _numpy(samples)
+    samples = host_array(samples)
 
     # Pass 1: a wide lattice; pass 2: zoom onto the box holding the posterior's mass and the samples.
     finite = samples[numpy.isfinite(samples).all(axis=1)]
@@ -666,7 +658,7 @@ def plot_run(model, train, test, out_dir, rng, metrics_rows=None):
     rng = as_generator(rng)
     image_shape = test.image_shape if test.image_shape is not None else train.image_shape
     image_shape = None if image_shape is None else tuple(image_shape)
-    x = _numpy(test.x)[:2000]
+    x = host_array(test.x)[:2000]
     labels = None if test.labels is None else numpy.asarray(test.labels)[:2000]
     conditional = model.conditional
     if conditional and labels is None:

@@ -26,7 +26,7 @@ import numbers
 import numpy
 
 from tinyvae import autodiff, ops
-from tinyvae.backend import array_module, default_array_module, to_device
+from tinyvae.backend import array_module, default_array_module, to_device, to_host
 
 DEFAULT_DTYPE = numpy.float32
 _FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -331,3 +331,9 @@ class Tensor:
 
 # Function.apply wraps every op's output in this class, which autodiff cannot import (see autodiff.py).
 autodiff.use_tensor_class(Tensor)
+
+
+def host_array(value, dtype=numpy.float64):
+    """A Tensor's or an array's values as a NumPy array of ``dtype`` in host memory (copied from the GPU when
+    they live there): where results leave the computation to be scored, drawn or checked in float64."""
+    return numpy.asarray(to_host(value.data if isinstance(value, Tensor) else value), dtype=dtype)

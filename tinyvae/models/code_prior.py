@@ -44,7 +44,7 @@ from tinyvae.checkpoint import CheckpointError
 from tinyvae.files import atomic_write_bytes
 from tinyvae.models.base import _a, _is_integer, check_choice, check_integer, config_from_dict
 from tinyvae.models.priors import Prior
-from tinyvae.tensor import Tensor
+from tinyvae.tensor import Tensor, host_array
 
 
 @dataclasses.dataclass
@@ -381,7 +381,7 @@ class LearnedCodes(Prior):
         """log p(c) for the codes c nearest to the L vectors of each z (n, L·D): exact for z made of codes,
         which are the only points this prior gives mass to. A Tensor (n,), in nats, not differentiable."""
         codes = to_host(self.codebook())  # (K, D); this evaluation runs on the host
-        data = numpy.asarray(to_host(z.data if isinstance(z, Tensor) else z), dtype=numpy.float64)
+        data = host_array(z)
         vectors = data.reshape(len(data), self.prior.config.length, codes.shape[1])  # (n, L, D)
         distances = ((vectors[:, :, None, :] - codes[None, None]) ** 2).sum(axis=-1)  # (n, L, K)
         with no_grad():

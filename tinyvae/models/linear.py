@@ -34,7 +34,6 @@ import numpy
 import tinyvae.functional as F
 from tinyvae import nn
 from tinyvae.autodiff import no_grad
-from tinyvae.backend import to_host
 from tinyvae.models.base import (
     DecoderLikelihood,
     LossResult,
@@ -45,7 +44,7 @@ from tinyvae.models.base import (
 )
 from tinyvae.models.priors import StandardNormal
 from tinyvae.models.registry import register
-from tinyvae.tensor import Tensor
+from tinyvae.tensor import host_array
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -201,7 +200,7 @@ class LinearGaussianVAE(Model):
         x = self._data(x)
         if q_mean is None and q_cov is None:
             with no_grad():
-                q_mean = numpy.asarray(to_host(self.latent_mean(x)), dtype=numpy.float64)
+                q_mean = host_array(self.latent_mean(x))
             q_cov = numpy.diag(numpy.exp(self._float64(self.s)))
         elif q_mean is None or q_cov is None:
             raise ValueError("exact_elbo: pass both q_mean and q_cov, or neither (to use the encoder)")
@@ -227,4 +226,4 @@ class LinearGaussianVAE(Model):
     def _data(self, x):
         """x as float64 (B, X), checked but not rounded to the model's dtype."""
         self.check_x(x)
-        return numpy.asarray(to_host(x.data if isinstance(x, Tensor) else x), dtype=numpy.float64)
+        return host_array(x)
