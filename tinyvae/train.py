@@ -65,11 +65,16 @@ def environment():
     }
 
 
-def _weighted_means(summaries):
-    """Mean of each quantity over batches, weighted by batch size: [(n, {name: mean}), ...] → {name: mean}."""
+def _weighted_means(summaries, world=None):
+    """Mean of each quantity over batches, weighted by batch size: [(n, {name: mean}), ...] → {name: mean}.
+    On several MPI ranks (``world``) the weighted sums and the counts are added up over ranks first, so every
+    rank gets the means over all ranks' batches."""
+    names = list(summaries[0][1]) if summaries else []
+    sums = [sum(n * s[name] for n, s in summaries) for name in names]
     total = sum(n for n, _ in summaries)
-    names = summaries[0][1].keys() if summaries else []
-    return {name: sum(n * s[name] for n, s in summaries) / total for name in names}
+    if world is not None and world.distributed:
+        *sums, total = world.sum([*sums, total])
+    return {name: float(value / total) for name, value in zip(names, sums, strict=True)}
 
 
 def _labels_for(model, labels):
@@ -94,12 +99,7 @@ def evaluate_split(model, data, batch_size, seed=EVALUATION_SEED, world=None):
                 summaries.append((len(x), result.summary()))
     finally:
         model.train()
-    if not world.distributed:
-        return _weighted_means(summaries)
-    names = sorted(summaries[0][1])  # the same model on every rank: the same names
-    sums = [sum(n * s[name] for n, s in summaries) for name in names]
-    totals = world.sum([*sums, sum(n for n, _ in summaries)])
-    return {name: float(total / totals[-1]) for name, total in zip(names, totals[:-1], strict=True)}
+    return _weighted_means(summaries, world)
 
 
 def _shard(world, x, labels, rng):
