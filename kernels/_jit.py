@@ -97,8 +97,7 @@ class PerDtype:
         self.groups = {}
         for signature in signatures:
             self.groups.setdefault(_first_array_type(signature), []).append(signature)
-        self.compiled = {}  # {dtype name: numba dispatcher}
-        self.by_dtype = {}  # the same, keyed by the numpy dtype itself
+        self.by_dtype = {}  # {numpy dtype: numba dispatcher}, filled on each dtype's first call
 
     def __call__(self, *args):
         try:  # the hot path: one dict lookup by the dtype object (its .name builds a string each time)
@@ -124,8 +123,12 @@ class PerDtype:
             elapsed = time.perf_counter() - start
             self.seconds[self.key] += elapsed
             _compiling["seconds"] += elapsed
-        self.compiled[dtype] = kernel
         return kernel
+
+    @property
+    def compiled(self):
+        """{dtype name: numba dispatcher} of the element types compiled so far."""
+        return {dtype.name: kernel for dtype, kernel in self.by_dtype.items()}
 
 
 def _first_array_type(signature):
